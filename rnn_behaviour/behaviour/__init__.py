@@ -1,0 +1,1 @@
+"""Behavioural models: parametric swap models, trial data, mixture and non-parametric fits."""
