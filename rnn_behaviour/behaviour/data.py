@@ -1,0 +1,494 @@
+"""Trial data: the canonical trial table (METHOD sec. 1), its loaders and its CSV writer.
+
+`TrialTable` holds one row a trial as host (numpy) arrays:
+
+  cue, report: (T, N_max) float radians in [-pi, pi), NaN past the trial's set size.
+  cued:        (T,) int, 0-based index of the target item.
+  set_size:    (T,) int.
+  response:    (T,) float radians in [-pi, pi).
+  subject, condition: (T,) str, '' where the data set has none.
+
+Loaders:
+
+* `load_bays2009(path)` reads the Bays, Catalao & Husain (2009) MATLAB file
+  (see `shared/data/bays2009/README.md`; the public copy is on OSF, osf.io/c2yx5). The target is
+  stored as item 0 and the non-targets follow in the file's order.
+* `load_csv(path)` reads the lab-neutral CSV format below; `write_csv(table, path)` writes it.
+
+CSV format, one row a trial, a header row first:
+
+  set_size   positive integer N of the trial.
+  cued       the number j (1-based) of the cued item, matching the suffix of cue_j / report_j.
+  response   reported feature.
+  cue_1 .. cue_M, report_1 .. report_M   item features, M >= the largest set size;
+             cells past the trial's set size are left empty.
+  subject, condition   optional, free text.
+
+Angles are radians, either in [-pi, pi) or in [0, 2 pi) (any value in [-pi, 2 pi] is accepted),
+unless the caller declares `angle_unit='degrees'` (then [-180, 360]). Values are wrapped to
+[-pi, pi) on load. Every validation failure raises a ValueError naming the file, the column and
+the first bad row (data rows count from 1; the header is line 1 of the file, so data row r is
+line r + 1).
+
+Selections (subjects, set sizes, conditions) are explicit arguments; a request for a value the
+data do not contain is an error, never an empty result.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+import scipy.io
+
+from rnn_behaviour import circular
+from rnn_behaviour import task as task_lib
+
+ANGLE_UNITS = ('radians', 'degrees')
+# Accepted raw ranges per unit: the union of the [-pi, pi) and [0, 2 pi) conventions (closed,
+# since files written as [-pi, pi] exist, the Bays file among them).
+_ANGLE_RANGE = {'radians': (-np.pi, 2.0 * np.pi), 'degrees': (-180.0, 360.0)}
+_RANGE_TEXT = {'radians': '[-pi, 2*pi]', 'degrees': '[-180, 360]'}
+_RANGE_SLACK = 1e-9
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialTable:
+  """The canonical trial table; every array has the trial axis first (see module doc)."""
+  cue: np.ndarray
+  report: np.ndarray
+  cued: np.ndarray
+  set_size: np.ndarray
+  response: np.ndarray
+  subject: np.ndarray
+  condition: np.ndarray
+  source: str = ''
+
+  def __post_init__(self):
+    t = self.response.shape[0]
+    for name in ('cue', 'report'):
+      a = getattr(self, name)
+      if a.ndim != 2 or a.shape[0] != t:
+        raise ValueError(f'TrialTable.{name} must be (T={t}, N_max), got {a.shape}')
+    for name in ('cued', 'set_size', 'subject', 'condition'):
+      if getattr(self, name).shape != (t,):
+        raise ValueError(f'TrialTable.{name} must be ({t},), got {getattr(self, name).shape}')
+
+  @property
+  def num_trials(self) -> int:
+    return int(self.response.shape[0])
+
+  @property
+  def max_set_size(self) -> int:
+    return int(self.cue.shape[1])
+
+  def __len__(self) -> int:
+    return self.num_trials
+
+  def subjects(self) -> list[str]:
+    """Distinct subjects, sorted numerically where they are all integers."""
+    return _sorted_labels(self.subject)
+
+  def conditions(self) -> list[str]:
+    return _sorted_labels(self.condition)
+
+  def set_sizes(self) -> list[int]:
+    return sorted(int(n) for n in np.unique(self.set_size))
+
+  def target_report(self) -> np.ndarray:
+    """(T,) the cued item's report feature."""
+    return np.take_along_axis(self.report, self.cued[:, None], axis=1)[:, 0]
+
+  def target_cue(self) -> np.ndarray:
+    return np.take_along_axis(self.cue, self.cued[:, None], axis=1)[:, 0]
+
+  def error(self) -> np.ndarray:
+    """(T,) response error wrap(response - target report), radians."""
+    return circular.wrap(self.response - self.target_report())
+
+  def item_mask(self) -> np.ndarray:
+    """(T, N_max) bool, True at the items that exist (index < set size)."""
+    return np.arange(self.max_set_size)[None, :] < self.set_size[:, None]
+
+  def nontargets(self):
+    """Non-target items moved to the front of each row, target removed.
+
+    Returns:
+      cue_distance, report_distance: (T, N_max - 1) wrap(c_j - c_k), wrap(r_j - r_k), radians.
+      report: (T, N_max - 1) non-target report features.
+      mask: (T, N_max - 1) bool, True at real non-targets.
+    """
+    n = self.max_set_size
+    # Column order per row: all items except the cued one, in their original order.
+    others = np.arange(n - 1)[None, :] + (np.arange(n - 1)[None, :] >= self.cued[:, None])
+    cue = np.take_along_axis(self.cue, others, axis=1) if n > 1 else np.zeros((len(self), 0))
+    report = (np.take_along_axis(self.report, others, axis=1) if n > 1
+              else np.zeros((len(self), 0)))
+    mask = others < self.set_size[:, None]
+    dc = np.where(mask, circular.wrap(cue - self.target_cue()[:, None]), 0.0)
+    dr = np.where(mask, circular.wrap(report - self.target_report()[:, None]), 0.0)
+    return dc, dr, np.where(mask, report, 0.0), mask
+
+  def take(self, index) -> 'TrialTable':
+    """Rows `index` (bool mask or integer indices); columns past the new largest set size go."""
+    index = np.asarray(index)
+    sizes = self.set_size[index]
+    width = int(sizes.max()) if sizes.size else self.max_set_size
+    return TrialTable(cue=self.cue[index][:, :width], report=self.report[index][:, :width],
+                      cued=self.cued[index], set_size=sizes, response=self.response[index],
+                      subject=self.subject[index], condition=self.condition[index],
+                      source=self.source)
+
+  def select(self, subjects: Sequence | None = None, set_sizes: Sequence | None = None,
+             conditions: Sequence | None = None) -> 'TrialTable':
+    """Rows of the named subjects, set sizes and conditions; None or empty means all.
+
+    Raises ValueError for any requested value the table does not contain.
+    """
+    keep = np.ones(len(self), bool)
+    for field, wanted, have in (('subject', subjects, self.subject),
+                                ('condition', conditions, self.condition),
+                                ('set_size', set_sizes, self.set_size)):
+      if wanted is None or len(wanted) == 0:
+        continue
+      wanted = [int(w) for w in wanted] if field == 'set_size' else [str(w) for w in wanted]
+      present = set(have.tolist())
+      missing = [w for w in wanted if w not in present]
+      if missing:
+        raise ValueError(f'{self.source or "trial table"}: requested {field} {missing} not in '
+                         f'the data (present: {_sorted_labels(have)})')
+      keep &= np.isin(have, wanted)
+    return self.take(keep)
+
+  def displays(self) -> task_lib.Displays:
+    """The trials as task Displays; all trials must share one set size."""
+    sizes = np.unique(self.set_size)
+    if sizes.size != 1:
+      raise ValueError(f'displays() needs a single set size, the table has {sizes.tolist()}')
+    n = int(sizes[0])
+    return task_lib.Displays(cue=jnp.asarray(self.cue[:, :n], jnp.float32),
+                             report=jnp.asarray(self.report[:, :n], jnp.float32),
+                             cued=jnp.asarray(self.cued, jnp.int32))
+
+
+def from_displays(displays: task_lib.Displays, responses, subject: str = '',
+                  condition: str = '') -> TrialTable:
+  """A table of K displays and their responses (K,) or (K, S) (S responses a display)."""
+  responses = np.asarray(responses, np.float64)
+  if responses.ndim == 1:
+    responses = responses[:, None]
+  k, s = responses.shape
+  rep = lambda a: np.repeat(np.asarray(a), s, axis=0)
+  return TrialTable(cue=rep(displays.cue).astype(np.float64),
+                    report=rep(displays.report).astype(np.float64),
+                    cued=rep(displays.cued).astype(np.int64),
+                    set_size=np.full(k * s, displays.num_items, np.int64),
+                    response=responses.reshape(-1), subject=np.full(k * s, subject, object),
+                    condition=np.full(k * s, condition, object), source='simulated')
+
+
+def concatenate(tables: Sequence[TrialTable]) -> TrialTable:
+  """Stacks tables row-wise, NaN-padding items to the largest set size."""
+  width = max(t.max_set_size for t in tables)
+  pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=np.nan)
+  cat = lambda f: np.concatenate([f(t) for t in tables])
+  return TrialTable(cue=cat(lambda t: pad(t.cue)), report=cat(lambda t: pad(t.report)),
+                    cued=cat(lambda t: t.cued), set_size=cat(lambda t: t.set_size),
+                    response=cat(lambda t: t.response), subject=cat(lambda t: t.subject),
+                    condition=cat(lambda t: t.condition), source=tables[0].source)
+
+
+def _sorted_labels(values) -> list:
+  values = np.unique(np.asarray(values))
+  try:
+    return sorted(values.tolist(), key=lambda v: (float(v), str(v)))
+  except (TypeError, ValueError):
+    return sorted(values.tolist(), key=str)
+
+
+def _wrap_exact(x):
+  """wrap(x) that leaves values already in [-pi, pi) bit-identical (CSV round trips exactly)."""
+  x = np.asarray(x, np.float64)
+  inside = (x >= -np.pi) & (x < np.pi)
+  return np.where(inside | np.isnan(x), x, circular.wrap(x))
+
+
+# --------------------------------------------------------------------------------------------
+# Bays et al. (2009)
+# --------------------------------------------------------------------------------------------
+
+_BAYS_FIELDS = ('subject', 'n_items', 'delay', 'response', 'target', 'nontarget', 'target_pos',
+                'nontarget_pos')
+
+
+def load_bays2009(path: str, *, subjects: Sequence | None = None,
+                  set_sizes: Sequence | None = None, conditions: Sequence | None = None,
+                  delay_as_condition: bool = False) -> TrialTable:
+  """Loads Bays, Catalao & Husain (2009), `bays_data.mat`, as a TrialTable.
+
+  Cue feature = location, report feature = colour. The file stores locations as degrees times
+  (pi/180)^2 (see the data README); they are converted to radians (multiples of pi/4). The
+  target is item 0 of every row.
+
+  Args:
+    path: the .mat file.
+    subjects: subject labels ('1'..'12' or ints) to keep; None/empty: all.
+    set_sizes: set sizes to keep (of 1, 2, 4, 6); None/empty: all.
+    conditions: with delay_as_condition, sample-array durations to keep ('100', '500',
+      '2000'); must be None/empty otherwise.
+    delay_as_condition: put the sample-array duration (ms) in the `condition` column, so that
+      fits are made per duration; by default condition is '' and durations are pooled.
+  """
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'{path}: no such file. The Bays et al. (2009) data are public at osf.io/c2yx5 '
+        '(bays_data.mat); pass its location as --config.data.path=...')
+  try:
+    raw = scipy.io.loadmat(path)
+  except Exception as e:  # scipy raises several types for non-MATLAB input.
+    raise ValueError(f'{path}: not a readable MATLAB file ({e})') from e
+  missing = [f for f in _BAYS_FIELDS if f not in raw]
+  if missing:
+    raise ValueError(f'{path}: missing field(s) {missing}; expected {list(_BAYS_FIELDS)}')
+  col = lambda f: np.asarray(raw[f], np.float64)
+  n_trials = col('response').shape[0]
+  set_size = col('n_items')[:, 0].astype(np.int64)
+  width = int(set_size.max())
+  nontarget, nontarget_pos = col('nontarget'), col('nontarget_pos')
+  report = np.concatenate([col('target'), nontarget], axis=1)[:, :width]
+  # Stored location = degrees * (pi/180)^2, so radians = stored * 180 / pi.
+  cue = np.concatenate([col('target_pos'), nontarget_pos], axis=1)[:, :width] * (180.0 / np.pi)
+  mask = np.arange(width)[None, :] < set_size[:, None]
+  for name, values in (('target/nontarget', report), ('target_pos/nontarget_pos', cue)):
+    bad = np.nonzero((np.isnan(values) & mask).any(1) | (~np.isnan(values) & ~mask).any(1))[0]
+    if bad.size:
+      raise ValueError(f'{path}: field {name} disagrees with n_items at row {bad[0] + 1}')
+  response = col('response')[:, 0]
+  if np.isnan(response).any():
+    raise ValueError(f'{path}: field response is NaN at row {np.isnan(response).argmax() + 1}')
+  condition = (col('delay')[:, 0].astype(np.int64).astype(str).astype(object)
+               if delay_as_condition else np.full(n_trials, '', object))
+  if conditions and not delay_as_condition:
+    raise ValueError(f'{path}: conditions={list(conditions)} requested but the Bays file has '
+                     'conditions only with delay_as_condition=True (sample-array duration)')
+  table = TrialTable(
+      cue=np.where(mask, _wrap_exact(cue), np.nan), report=np.where(mask, _wrap_exact(report),
+                                                                      np.nan),
+      cued=np.zeros(n_trials, np.int64), set_size=set_size, response=_wrap_exact(response),
+      subject=col('subject')[:, 0].astype(np.int64).astype(str).astype(object),
+      condition=condition, source=path)
+  return table.select(subjects, set_sizes, conditions)
+
+
+# --------------------------------------------------------------------------------------------
+# CSV
+# --------------------------------------------------------------------------------------------
+
+_REQUIRED = ('set_size', 'cued', 'response')
+
+
+def _is_empty(text: str) -> bool:
+  return text.strip() == ''
+
+
+def load_csv(path: str, *, angle_unit: str = 'radians', subjects: Sequence | None = None,
+             set_sizes: Sequence | None = None,
+             conditions: Sequence | None = None) -> TrialTable:
+  """Reads the trial CSV format of the module doc, validating every row.
+
+  Args:
+    path: the CSV file.
+    angle_unit: 'radians' ([-pi, pi) or [0, 2 pi)) or 'degrees' ([-180, 180) or [0, 360)).
+    subjects, set_sizes, conditions: explicit selections; None/empty: all.
+
+  Raises:
+    ValueError naming the file, the column and the first bad data row for: missing columns,
+    angles outside the unit's range, NaN or empty required fields, `cued` out of range, a set
+    size that disagrees with the items given, unparsable numbers.
+  """
+  if angle_unit not in ANGLE_UNITS:
+    raise ValueError(f'angle_unit must be one of {ANGLE_UNITS}, got {angle_unit!r}')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path}: no such file')
+  with open(path, newline='') as f:
+    reader = csv.reader(f)
+    try:
+      header = [h.strip() for h in next(reader)]
+    except StopIteration:
+      raise ValueError(f'{path}: empty file (expected a header row)') from None
+    rows = list(reader)
+  # Trailing blank lines are common in hand-written files; they are not trials.
+  while rows and all(_is_empty(c) for c in rows[-1]):
+    rows.pop()
+  if not rows:
+    raise ValueError(f'{path}: no data rows')
+  dupes = sorted({h for h in header if header.count(h) > 1})
+  if dupes:
+    raise ValueError(f'{path}: duplicate column(s) {dupes}')
+  index = {h: i for i, h in enumerate(header)}
+  missing = [c for c in _REQUIRED if c not in index]
+  if missing:
+    raise ValueError(f'{path}: missing column(s) {missing}; the header is {header}')
+  item_cols = {}
+  for prefix in ('cue', 'report'):
+    nums = sorted(int(h[len(prefix) + 1:]) for h in header
+                  if h.startswith(prefix + '_') and h[len(prefix) + 1:].isdigit())
+    item_cols[prefix] = nums
+  width_cols = max(item_cols['cue'] + item_cols['report'] + [0])
+
+  def where(row_i, column):
+    return f'{path}: column {column!r}, data row {row_i + 1} (line {row_i + 2})'
+
+  def cell(row_i, row, column):
+    i = index[column]
+    return row[i] if i < len(row) else ''
+
+  def number(row_i, row, column, integer=False):
+    text = cell(row_i, row, column)
+    if _is_empty(text):
+      raise ValueError(f'{where(row_i, column)}: empty required field')
+    try:
+      value = float(text)
+    except ValueError:
+      raise ValueError(f'{where(row_i, column)}: not a number: {text!r}') from None
+    if math.isnan(value):
+      raise ValueError(f'{where(row_i, column)}: NaN in a required field')
+    if integer:
+      if not value.is_integer():
+        raise ValueError(f'{where(row_i, column)}: expected an integer, got {text!r}')
+      return int(value)
+    return value
+
+  lo, hi = _ANGLE_RANGE[angle_unit]
+
+  def angle(row_i, row, column):
+    value = number(row_i, row, column)
+    if not lo - _RANGE_SLACK <= value <= hi + _RANGE_SLACK:
+      hint = (" (values look like degrees: pass angle_unit='degrees')"
+              if angle_unit == 'radians' and abs(value) <= 360 else '')
+      raise ValueError(f'{where(row_i, column)}: angle {value} outside the {angle_unit} range '
+                       f'{_RANGE_TEXT[angle_unit]}{hint}')
+    return value
+
+  n_rows = len(rows)
+  set_size = np.zeros(n_rows, np.int64)
+  cued = np.zeros(n_rows, np.int64)
+  response = np.zeros(n_rows)
+  cue = np.full((n_rows, max(width_cols, 1)), np.nan)
+  report = np.full((n_rows, max(width_cols, 1)), np.nan)
+  has_subject, has_condition = 'subject' in index, 'condition' in index
+  subject = np.full(n_rows, '', object)
+  condition = np.full(n_rows, '', object)
+  for r, row in enumerate(rows):
+    if len(row) > len(header) and any(not _is_empty(c) for c in row[len(header):]):
+      raise ValueError(f'{path}: data row {r + 1} (line {r + 2}) has {len(row)} fields, the '
+                       f'header {len(header)}')
+    n = number(r, row, 'set_size', integer=True)
+    if n < 1:
+      raise ValueError(f'{where(r, "set_size")}: set size must be >= 1, got {n}')
+    for prefix in ('cue', 'report'):
+      absent = [j for j in range(1, n + 1) if f'{prefix}_{j}' not in index]
+      if absent:
+        raise ValueError(f'{path}: missing column {prefix}_{absent[0]} needed by data row '
+                         f'{r + 1} (line {r + 2}), whose set_size is {n}')
+    k = number(r, row, 'cued', integer=True)
+    if not 1 <= k <= n:
+      raise ValueError(f'{where(r, "cued")}: cued item {k} out of range 1..{n} (set_size {n})')
+    response[r] = angle(r, row, 'response')
+    for prefix, out in (('cue', cue), ('report', report)):
+      for j in range(1, n + 1):
+        out[r, j - 1] = angle(r, row, f'{prefix}_{j}')
+      for j in item_cols[prefix]:
+        if j > n and not _is_empty(cell(r, row, f'{prefix}_{j}')):
+          raise ValueError(f'{where(r, f"{prefix}_{j}")}: set_size is {n} but item {j} is given '
+                           '(cells past the set size must be empty)')
+    set_size[r], cued[r] = n, k - 1
+    if has_subject:
+      subject[r] = cell(r, row, 'subject').strip()
+    if has_condition:
+      condition[r] = cell(r, row, 'condition').strip()
+  width = int(set_size.max())
+  scale = 1.0 if angle_unit == 'radians' else np.pi / 180.0
+  table = TrialTable(cue=_wrap_exact(cue[:, :width] * scale),
+                     report=_wrap_exact(report[:, :width] * scale), cued=cued,
+                     set_size=set_size, response=_wrap_exact(response * scale), subject=subject,
+                     condition=condition, source=path)
+  return table.select(subjects, set_sizes, conditions)
+
+
+def write_csv(table: TrialTable, path: str, *, angle_unit: str = 'radians') -> None:
+  """Writes `table` in the CSV format of the module doc (lossless for radians: 17 digits).
+
+  `subject` and `condition` columns are written when any row has one.
+  """
+  if angle_unit not in ANGLE_UNITS:
+    raise ValueError(f'angle_unit must be one of {ANGLE_UNITS}, got {angle_unit!r}')
+  scale = 1.0 if angle_unit == 'radians' else 180.0 / np.pi
+  n_max = table.max_set_size
+  with_subject = any(s != '' for s in table.subject)
+  with_condition = any(c != '' for c in table.condition)
+  header = (['subject'] if with_subject else []) + (['condition'] if with_condition else []) + [
+      'set_size', 'cued', 'response'] + [f'cue_{j}' for j in range(1, n_max + 1)] + [
+          f'report_{j}' for j in range(1, n_max + 1)]
+  fmt = lambda x: repr(float(x) * scale)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    for t in range(table.num_trials):
+      n = int(table.set_size[t])
+      row = ([table.subject[t]] if with_subject else []) + (
+          [table.condition[t]] if with_condition else [])
+      row += [n, int(table.cued[t]) + 1, fmt(table.response[t])]
+      for feats in (table.cue, table.report):
+        row += [fmt(feats[t, j]) if j < n else '' for j in range(n_max)]
+      writer.writerow(row)
+
+
+def load(data_config) -> TrialTable:
+  """The table a config's `data` block names (format, path, unit, selections)."""
+  c = data_config
+  path = resolve_path(c.path)
+  if c.format == 'bays2009':
+    return load_bays2009(path, subjects=list(c.subjects), set_sizes=list(c.set_sizes),
+                         conditions=list(c.conditions),
+                         delay_as_condition=bool(c.get('delay_as_condition', False)))
+  if c.format == 'csv':
+    return load_csv(path, angle_unit=c.angle_unit, subjects=list(c.subjects),
+                    set_sizes=list(c.set_sizes), conditions=list(c.conditions))
+  raise ValueError(f"config.data.format must be 'bays2009' or 'csv', got {c.format!r}")
+
+
+def resolve_path(path: str) -> str:
+  """A data path as given, else relative to the repository root (the package's parent)."""
+  if not path:
+    raise ValueError('config.data.path is empty; pass --config.data.path=...')
+  if os.path.isabs(path) or os.path.exists(path):
+    return path
+  repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  candidate = os.path.normpath(os.path.join(repo_root, path))
+  if os.path.exists(candidate):
+    return candidate
+  raise FileNotFoundError(f'config.data.path={path!r} not found relative to the current '
+                          f'directory ({os.getcwd()}) nor to the repository root ({repo_root})')
+
+
+def cell_labels(table: TrialTable):
+  """Distinct (subject, set_size, condition) cells in sorted order and each trial's cell index."""
+  keys = list(zip(table.subject.tolist(), table.set_size.tolist(), table.condition.tolist()))
+  order = lambda k: (_num_or_str(k[0]), k[1], _num_or_str(k[2]))
+  cells = sorted(set(keys), key=order)
+  lookup = {k: i for i, k in enumerate(cells)}
+  return cells, np.array([lookup[k] for k in keys], np.int64)
+
+
+def _num_or_str(v):
+  try:
+    return (0, float(v), '')
+  except ValueError:
+    return (1, 0.0, str(v))
