@@ -1,0 +1,388 @@
+"""Two- and three-component mixture models of delayed-estimation responses (METHOD sec. 2).
+
+Three components (Bays, Catalao & Husain 2009), for a trial with cued item k of N:
+
+  p(y) = pT vM(y; r_k, kappa) + pN / (N - 1) sum_{j != k} vM(y; r_j, kappa) + pU / (2 pi).
+
+Two components (Zhang & Luck 2008) is pN = 0. With N = 1 there are no non-targets and pN is 0.
+
+Fits are made per cell (subject x set size x condition), all cells and several starting points
+at once: the trials of every cell are padded to a common length and masked, and expectation-
+maximisation (EM) runs on the (start, cell) batch under one `jax.jit`. EM suits this model:
+the E-step is a softmax over components, the M-step is closed form for the weights, and for
+kappa it is the inverse of A(kappa) = I1(kappa) / I0(kappa) at the responsibility-weighted mean
+resultant length, solved by Newton's method. The cosines of the errors are constant across
+iterations and are computed once, so an iteration costs a few multiply-adds and exps a trial.
+The start with the highest final log-likelihood wins.
+
+Also here: the same models in NumPyro with priors (`numpyro_model`, `fit_bayesian`), a slow
+scipy reference search used to check the EM fits (`reference_fit`), k-fold held-out log
+predictive density, and the tidy CSV writer (`write_fits_csv`, columns `FIT_COLUMNS`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import os
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from rnn_behaviour import circular
+from rnn_behaviour.behaviour import data as data_lib
+
+MODELS = ('two_component', 'three_component')
+FIT_COLUMNS = ('subject', 'set_size', 'condition', 'model', 'kappa', 'sd', 'p_t', 'p_n', 'p_u',
+               'loglik', 'n', 'aic', 'bic')
+_LOG_2PI = float(np.log(2.0 * np.pi))
+KAPPA_MIN, KAPPA_MAX = 1e-3, 1e4
+
+
+@flax.struct.dataclass
+class CellData:
+  """Trials grouped into C cells, padded to L trials and N' = N_max - 1 non-targets.
+
+  cos_target: (C, L) cos(y - r_k).   cos_nontarget: (C, L, N') cos(y - r_j).
+  nontarget_mask: (C, L, N') real non-targets.   trial_mask: (C, L) real (and selected) trials.
+  trial_index: (C, L) row of each slot in the source table (-1 for padding).
+  """
+  cos_target: jnp.ndarray
+  cos_nontarget: jnp.ndarray
+  nontarget_mask: jnp.ndarray
+  trial_mask: jnp.ndarray
+  trial_index: jnp.ndarray
+
+  @property
+  def num_cells(self):
+    return self.cos_target.shape[0]
+
+  def with_trials(self, keep) -> 'CellData':
+    """The same cells with only trials where `keep` (C, L) is True counted (for k-fold CV)."""
+    return self.replace(trial_mask=self.trial_mask & keep)
+
+
+def cell_data(table: data_lib.TrialTable):
+  """Groups a table into (subject, set_size, condition) cells.
+
+  Returns:
+    cells: list of (subject, set_size, condition) tuples, sorted.
+    data: CellData with one row per cell.
+  """
+  cells, index = data_lib.cell_labels(table)
+  counts = np.bincount(index, minlength=len(cells))
+  length = int(counts.max())
+  err = table.error()
+  _, _, nt_report, nt_mask = table.nontargets()
+  nt_err = circular.wrap(table.response[:, None] - nt_report)
+  n_nt = max(nt_mask.shape[1], 1)
+  cos_t = np.zeros((len(cells), length))
+  cos_n = np.zeros((len(cells), length, n_nt))
+  mask_n = np.zeros((len(cells), length, n_nt), bool)
+  trial_index = np.full((len(cells), length), -1, np.int64)
+  # Stable sort keeps each cell's trials in table order.
+  order = np.argsort(index, kind='stable')
+  slot = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+  rows, cols = index[order], slot
+  cos_t[rows, cols] = np.cos(err[order])
+  if nt_mask.shape[1]:
+    cos_n[rows, cols] = np.where(nt_mask[order], np.cos(nt_err[order]), 0.0)
+    mask_n[rows, cols] = nt_mask[order]
+  trial_index[rows, cols] = order
+  return cells, CellData(cos_target=jnp.asarray(cos_t, jnp.float32),
+                         cos_nontarget=jnp.asarray(cos_n, jnp.float32),
+                         nontarget_mask=jnp.asarray(mask_n),
+                         trial_mask=jnp.asarray(trial_index >= 0),
+                         trial_index=jnp.asarray(trial_index))
+
+
+def _log_norm(kappa):
+  """log(2 pi I0(kappa)) - kappa, so that log vM(x; mu, kappa) = kappa (cos - 1) - this."""
+  return jnp.log(2.0 * jnp.pi * jax.scipy.special.i0e(kappa))
+
+
+def _log_components(params, d: CellData):
+  """Per-trial log of each component's weighted density, (..., C, L, 2 + N').
+
+  params: dict of (..., C) arrays kappa, p_t, p_n, p_u.
+  """
+  kc = params['kappa'][..., None]            # (..., C, 1): broadcasts over trials.
+  kn = kc[..., None]                         # (..., C, 1, 1): ... and non-targets.
+  log_t = (jnp.log(params['p_t'])[..., None]
+           + kc * (d.cos_target - 1.0) - _log_norm(kc))
+  num_nt = jnp.maximum(d.nontarget_mask.sum(-1), 1)
+  log_pn = jnp.log(params['p_n'])[..., None] - jnp.log(num_nt)
+  log_n = jnp.where(d.nontarget_mask,
+                    log_pn[..., None] + kn * (d.cos_nontarget - 1.0) - _log_norm(kn), -jnp.inf)
+  log_u = jnp.broadcast_to(jnp.log(params['p_u'])[..., None] - _LOG_2PI, log_t.shape)
+  return jnp.concatenate([log_t[..., None], log_u[..., None], log_n], axis=-1)
+
+
+def trial_log_likelihood(params, d: CellData):
+  """log p(y) of every trial slot, (..., C, L); 0 at masked slots."""
+  ll = jax.scipy.special.logsumexp(_log_components(params, d), axis=-1)
+  return jnp.where(d.trial_mask, ll, 0.0)
+
+
+def log_likelihood(params, d: CellData):
+  """Summed log-likelihood per cell, (..., C)."""
+  return trial_log_likelihood(params, d).sum(-1)
+
+
+def a1_inverse(r):
+  """kappa with I1(kappa) / I0(kappa) = r, for r in [0, 1): Fisher's approximation + Newton."""
+  r = jnp.clip(r, 0.0, 1.0 - 1e-7)
+  guess = jnp.where(r < 0.53, 2 * r + r**3 + 5 * r**5 / 6,
+                    jnp.where(r < 0.85, -0.4 + 1.39 * r + 0.43 / (1 - r),
+                              1 / (r**3 - 4 * r**2 + 3 * r)))
+  k = jnp.maximum(guess, KAPPA_MIN)
+
+  def newton(k, _):
+    a = jax.scipy.special.i1e(k) / jax.scipy.special.i0e(k)
+    slope = 1.0 - a / k - a**2  # dA/dkappa.
+    return jnp.clip(k - (a - r) / jnp.maximum(slope, 1e-12), KAPPA_MIN, KAPPA_MAX), None
+
+  k, _ = jax.lax.scan(newton, k, None, length=4)
+  return k
+
+
+def _em_step(params, d: CellData, three: bool):
+  log_c = _log_components(params, d)
+  resp = jnp.exp(log_c - jax.scipy.special.logsumexp(log_c, -1, keepdims=True))
+  resp = jnp.where(d.trial_mask[..., None], resp, 0.0)
+  n = jnp.maximum(d.trial_mask.sum(-1), 1)
+  r_t, r_u, r_n = resp[..., 0], resp[..., 1], resp[..., 2:]
+  p_t, p_u = r_t.sum(-1) / n, r_u.sum(-1) / n
+  p_n = r_n.sum((-1, -2)) / n if three else jnp.zeros_like(p_t)
+  weight = r_t.sum(-1) + r_n.sum((-1, -2))
+  resultant = (r_t * d.cos_target).sum(-1) + (r_n * d.cos_nontarget).sum((-1, -2))
+  kappa = a1_inverse(resultant / jnp.maximum(weight, 1e-12))
+  # Keep probabilities off exactly 0 so that their logs stay finite (p_n of the two-component
+  # model is pinned at 0 and enters only through log(0) = -inf in a masked-out column).
+  clip = lambda p: jnp.clip(p, 1e-10, 1.0)
+  has_nt = d.nontarget_mask.any((-1, -2))
+  p_n = jnp.where(has_nt, clip(p_n), 0.0) if three else p_n
+  return dict(kappa=kappa, p_t=clip(p_t), p_n=p_n, p_u=clip(p_u))
+
+
+def _starts(num_cells, three: bool):
+  """A fixed grid of starting points, (R, C) each."""
+  kappas = (2.0, 8.0, 30.0)
+  if three:
+    weights = ((0.9, 0.05, 0.05), (0.6, 0.3, 0.1), (0.5, 0.1, 0.4), (0.3, 0.35, 0.35))
+  else:
+    weights = ((0.95, 0.0, 0.05), (0.7, 0.0, 0.3), (0.4, 0.0, 0.6))
+  grid = [(k,) + w for k in kappas for w in weights]
+  arr = np.array(grid, np.float32)
+  tile = lambda col: jnp.asarray(np.repeat(arr[:, col:col + 1], num_cells, axis=1))
+  return dict(kappa=tile(0), p_t=tile(1), p_n=tile(2), p_u=tile(3))
+
+
+@functools.partial(jax.jit, static_argnames=('three', 'num_iterations'))
+def fit_em(d: CellData, three: bool = True, num_iterations: int = 300):
+  """Maximum-likelihood fit of every cell from every start of `_starts` by EM.
+
+  Args:
+    d: CellData of C cells.
+    three: three-component model (else two-component, pN = 0).
+    num_iterations: EM iterations per start.
+
+  Returns:
+    dict of (C,) arrays kappa, p_t, p_n, p_u, loglik (summed over the cell's counted trials),
+    each cell's best start.
+  """
+  params = _starts(d.num_cells, three)
+  # Cells with no non-targets (set size 1) are fitted with pN = 0 from the start: pN mass
+  # has no density there and would only slow EM down.
+  has_nt = d.nontarget_mask.any((-1, -2))
+  params['p_n'] = jnp.where(has_nt, params['p_n'], 0.0)
+  norm = params['p_t'] + params['p_n'] + params['p_u']
+  params = {k: (v / norm if k != 'kappa' else v) for k, v in params.items()}
+  # Empty cells (possible inside a CV fold) keep their start and have a zero log-likelihood.
+  step = lambda p, _: (_em_step(p, d, three), None)
+  params, _ = jax.lax.scan(step, params, None, length=num_iterations)
+  params['p_n'] = jnp.where(has_nt, params['p_n'], 0.0)
+  ll = log_likelihood(params, d)
+  best = jnp.argmax(jnp.where(jnp.isfinite(ll), ll, -jnp.inf), axis=0)
+  pick = lambda a: jnp.take_along_axis(a, best[None], axis=0)[0]
+  out = {k: pick(v) for k, v in params.items()}
+  out['loglik'] = pick(ll)
+  return out
+
+
+def num_parameters(three: bool, set_size):
+  """Free parameters: kappa and pT (two-component), + pN where the display has non-targets."""
+  set_size = np.asarray(set_size)
+  return np.where(three & (set_size > 1), 3, 2)
+
+
+@dataclasses.dataclass
+class MixtureFits:
+  """Fits of one model to every cell; arrays are (C,) numpy."""
+  model: str
+  cells: list
+  kappa: np.ndarray
+  p_t: np.ndarray
+  p_n: np.ndarray
+  p_u: np.ndarray
+  loglik: np.ndarray
+  n: np.ndarray
+
+  def rows(self) -> list[dict]:
+    sd = np.asarray(circular.kappa_to_sd(self.kappa), np.float64)
+    k = num_parameters(self.model == 'three_component', [c[1] for c in self.cells])
+    out = []
+    for i, (subject, set_size, condition) in enumerate(self.cells):
+      n = int(self.n[i])
+      out.append(dict(subject=subject, set_size=int(set_size), condition=condition,
+                      model=self.model, kappa=float(self.kappa[i]), sd=float(sd[i]),
+                      p_t=float(self.p_t[i]), p_n=float(self.p_n[i]), p_u=float(self.p_u[i]),
+                      loglik=float(self.loglik[i]), n=n,
+                      aic=float(2 * k[i] - 2 * self.loglik[i]),
+                      bic=float(k[i] * np.log(max(n, 1)) - 2 * self.loglik[i])))
+    return out
+
+  def params(self) -> dict:
+    return dict(kappa=jnp.asarray(self.kappa), p_t=jnp.asarray(self.p_t),
+                p_n=jnp.asarray(self.p_n), p_u=jnp.asarray(self.p_u))
+
+
+def fit(table: data_lib.TrialTable, model: str = 'three_component',
+        num_iterations: int = 300) -> MixtureFits:
+  """ML fit of `model` ('two_component' | 'three_component') to every cell of `table`."""
+  if model not in MODELS:
+    raise ValueError(f'mixture model must be one of {MODELS}, got {model!r}')
+  cells, d = cell_data(table)
+  out = jax.device_get(fit_em(d, three=model == 'three_component',
+                              num_iterations=num_iterations))
+  return MixtureFits(model=model, cells=cells, kappa=np.asarray(out['kappa'], np.float64),
+                     p_t=np.asarray(out['p_t'], np.float64),
+                     p_n=np.asarray(out['p_n'], np.float64),
+                     p_u=np.asarray(out['p_u'], np.float64),
+                     loglik=np.asarray(out['loglik'], np.float64),
+                     n=np.asarray(d.trial_mask.sum(-1)))
+
+
+def write_fits_csv(fits: list[MixtureFits], path: str) -> None:
+  """Writes the tidy table `FIT_COLUMNS`, one row per model x cell."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=FIT_COLUMNS)
+    writer.writeheader()
+    for fit_ in fits:
+      for row in fit_.rows():
+        writer.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def trial_log_density(fits: MixtureFits, table: data_lib.TrialTable) -> np.ndarray:
+  """(T,) log p(y) of each trial of `table` under the fitted parameters of its cell."""
+  cells, d = cell_data(table)
+  lookup = {c: i for i, c in enumerate(fits.cells)}
+  missing = [c for c in cells if c not in lookup]
+  if missing:
+    raise ValueError(f'no fitted parameters for cell(s) {missing[:3]}')
+  idx = jnp.asarray([lookup[c] for c in cells])
+  params = {k: v[idx] for k, v in fits.params().items()}
+  ll = np.asarray(trial_log_likelihood(params, d))
+  out = np.zeros(len(table))
+  ti = np.asarray(d.trial_index)
+  out[ti[ti >= 0]] = ll[ti >= 0]
+  return out
+
+
+def cross_validate(table: data_lib.TrialTable, model: str, folds: np.ndarray,
+                   num_iterations: int = 300) -> np.ndarray:
+  """Held-out log density of every trial by k-fold CV, (T,).
+
+  Each fold's trials are scored under the ML parameters fitted (per cell) to the other folds:
+  a plug-in predictive density. `folds` (T,) int assigns trials to folds.
+  """
+  cells, d = cell_data(table)
+  three = model == 'three_component'
+  ti = np.asarray(d.trial_index)
+  slot_fold = np.where(ti >= 0, np.asarray(folds)[np.maximum(ti, 0)], -1)
+  out = np.zeros(len(table))
+  for k in np.unique(folds):
+    train = d.with_trials(jnp.asarray(slot_fold != k))
+    params = fit_em(train, three=three, num_iterations=num_iterations)
+    params = {n: v for n, v in params.items() if n != 'loglik'}
+    ll = np.asarray(trial_log_likelihood(params, d.with_trials(jnp.asarray(slot_fold == k))))
+    sel = slot_fold == k
+    out[ti[sel]] = ll[sel]
+  return out
+
+
+# --------------------------------------------------------------------------------------------
+# Reference search (slow; for validation) and Bayesian versions.
+# --------------------------------------------------------------------------------------------
+
+
+def reference_fit(d: CellData, cell: int, three: bool, num_starts: int = 40, seed: int = 0):
+  """The best log-likelihood a thorough multi-start scipy search finds for one cell.
+
+  L-BFGS-B on (log kappa, softmax logits of the weights) from `num_starts` random starts plus
+  the corners of the simplex. Used to check `fit_em`; not vectorised, not fast.
+  """
+  import scipy.optimize  # Only this validator needs it.
+  one = jax.tree_util.tree_map(lambda a: a[cell:cell + 1], d)
+  has_nt = bool(np.asarray(one.nontarget_mask).any())
+  n_w = 3 if (three and has_nt) else 2
+
+  def unpack(x):
+    w = jax.nn.softmax(jnp.concatenate([jnp.zeros(1), x[1:]]))
+    p_n = w[2] if n_w == 3 else 0.0
+    return dict(kappa=jnp.exp(x[:1]), p_t=w[:1], p_n=jnp.reshape(p_n, (1,)), p_u=w[1:2])
+
+  neg = jax.jit(jax.value_and_grad(lambda x: -log_likelihood(unpack(x), one)[0]))
+  rng = np.random.default_rng(seed)
+  starts = [np.concatenate([[np.log(k)], np.full(n_w - 1, b)])
+            for k in (1.0, 5.0, 20.0, 80.0) for b in (-4.0, -1.0, 1.0)]
+  starts += [np.concatenate([rng.uniform(np.log(0.5), np.log(100.0), 1),
+                             rng.normal(0, 2.5, n_w - 1)]) for _ in range(num_starts)]
+  best = -np.inf
+  for x0 in starts:
+    res = scipy.optimize.minimize(lambda x: [np.float64(a) for a in neg(jnp.asarray(x))],
+                                  x0, jac=True, method='L-BFGS-B',
+                                  bounds=[(np.log(KAPPA_MIN), np.log(KAPPA_MAX))]
+                                  + [(-25, 25)] * (n_w - 1))
+    best = max(best, -float(res.fun))
+  return best
+
+
+def numpyro_model(d: CellData, three: bool = True, kappa_prior=(np.log(5.0), 1.5)):
+  """The mixture model with priors, all cells at once (a `cells` plate).
+
+  Priors: log kappa ~ N(log 5, 1.5^2); (pT, pU) ~ Dirichlet(1, 1) or (pT, pN, pU) ~
+  Dirichlet(1, 1, 1) (for cells without non-targets pN is fixed at 0 and (pT, pU) ~ Dir(1, 1)).
+  """
+  has_nt = d.nontarget_mask.any((-1, -2))
+  with numpyro.plate('cells', d.num_cells):
+    kappa = numpyro.sample('kappa', dist.LogNormal(*kappa_prior))
+    if three:
+      w = numpyro.sample('weights', dist.Dirichlet(jnp.ones(3)))
+      p_t = jnp.where(has_nt, w[:, 0], w[:, 0] / (w[:, 0] + w[:, 2]))
+      p_n = jnp.where(has_nt, w[:, 1], 0.0)
+      p_u = 1.0 - p_t - p_n
+    else:
+      p_t = numpyro.sample('p_t', dist.Beta(1.0, 1.0))
+      p_n, p_u = jnp.zeros_like(p_t), 1.0 - p_t
+    for name, value in (('p_t', p_t), ('p_n', p_n), ('p_u', p_u)):
+      if not (name == 'p_t' and not three):
+        numpyro.deterministic(name, value)
+    params = dict(kappa=kappa, p_t=jnp.clip(p_t, 1e-12), p_n=jnp.clip(p_n, 1e-12),
+                  p_u=jnp.clip(p_u, 1e-12))
+    numpyro.factor('loglik', log_likelihood(params, d))
+
+
+def fit_bayesian(key, d: CellData, three: bool = True, num_warmup: int = 500,
+                 num_samples: int = 500):
+  """NUTS posterior of `numpyro_model`; returns samples dict of (S, C) arrays."""
+  mcmc = numpyro.infer.MCMC(numpyro.infer.NUTS(numpyro_model), num_warmup=num_warmup,
+                            num_samples=num_samples, progress_bar=False)
+  mcmc.run(key, d, three=three)
+  return mcmc.get_samples()

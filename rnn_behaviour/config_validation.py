@@ -1,0 +1,111 @@
+"""Checks a run's config before anything compiles; every error names the offending field."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnn_behaviour import objectives
+from rnn_behaviour import rnn
+from rnn_behaviour import task
+from rnn_behaviour.behaviour import parametric
+from rnn_behaviour.behaviour import source
+
+
+class ConfigError(ValueError):
+  """A config value is invalid."""
+
+
+def _get(config, field: str):
+  node = config
+  for part in field.split('.'):
+    if part not in node:
+      raise ConfigError(f'config.{field} is missing')
+    node = node[part]
+  return node
+
+
+def _check(config, field: str, ok, requirement: str):
+  value = _get(config, field)
+  if not ok(value):
+    raise ConfigError(f'config.{field} must be {requirement}, got {value!r}')
+
+
+def _positive_int(v):
+  return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+
+
+def _nonnegative_int(v):
+  return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+
+
+def _positive(v):
+  return isinstance(v, (int, float, np.number)) and np.isfinite(v) and v > 0
+
+
+def _nonnegative(v):
+  return isinstance(v, (int, float, np.number)) and np.isfinite(v) and v >= 0
+
+
+def _finite(v):
+  return isinstance(v, (int, float, np.number)) and np.isfinite(v)
+
+
+def _one_of(options):
+  return lambda v: v in options
+
+
+def validate(config) -> None:
+  """Raises ConfigError naming the first invalid field of a training/evaluation config."""
+  c = config
+  for field in ('task.num_items', 'task.num_tuning', 'task.epochs.stimulus', 'task.epochs.cue',
+                'model.num_units', 'model.num_branches', 'model.num_subbranches',
+                'model.time_embedding_size', 'diffusion.num_steps', 'train.num_steps',
+                'train.displays_per_batch', 'train.samples_per_display', 'train.log_every',
+                'train.checkpoint_every', 'train.keep_checkpoints', 'eval.num_displays',
+                'eval.samples_per_display', 'eval.num_cue_bins'):
+    _check(c, field, _positive_int, 'a positive integer')
+  for field in ('task.cue_grid', 'task.report_grid', 'task.epochs.delay',
+                'task.epochs.post_cue', 'train.warmup_steps', 'train.displays_per_chunk',
+                'eval.num_plot_displays'):
+    _check(c, field, _nonnegative_int, 'a non-negative integer')
+  _check(c, 'task.cueing', _one_of(task.CUEINGS), f'one of {task.CUEINGS}')
+  _check(c, 'task.tuning_concentration', _positive, 'positive')
+  _check(c, 'task.min_separation_cue', _nonnegative, 'non-negative (radians)')
+  _check(c, 'task.min_separation_report', _nonnegative, 'non-negative (radians)')
+  for grid_field, sep_field in (('task.cue_grid', 'task.min_separation_cue'),
+                                ('task.report_grid', 'task.min_separation_report')):
+    grid, sep, n = _get(c, grid_field), _get(c, sep_field), c.task.num_items
+    if grid:
+      gap = max(int(np.ceil(sep / (2 * np.pi / grid) - 1e-9)), 1)
+      if grid - n * (gap - 1) < n:
+        raise ConfigError(f'config.{grid_field}={grid} cannot hold {n} items '
+                          f'{sep:.3f} rad apart (config.{sep_field})')
+    elif n * sep >= 2 * np.pi:
+      raise ConfigError(f'config.{sep_field}={sep:.3f} is too large for {n} items on a circle')
+  _check(c, 'model.cell', _one_of(rnn.CELLS), f'one of {rnn.CELLS}')
+  _check(c, 'model.nonlinearity', _one_of(tuple(rnn.NONLINEARITIES)),
+         f'one of {tuple(rnn.NONLINEARITIES)}')
+  _check(c, 'model.alpha', lambda v: _positive(v) and v <= 1, 'in (0, 1]')
+  _check(c, 'model.time_embedding_size', lambda v: v % 2 == 0, 'even')
+  _check(c, 'diffusion.beta_min', lambda v: _finite(v) and 0 < v < 1, 'in (0, 1)')
+  _check(c, 'diffusion.beta_max', lambda v: _finite(v) and 0 < v < 1, 'in (0, 1)')
+  _check(c, 'diffusion.beta_max', lambda v: v >= c.diffusion.beta_min,
+         f'>= config.diffusion.beta_min ({c.diffusion.beta_min})')
+  _check(c, 'diffusion.radius', _positive, 'positive')
+  _check(c, 'diffusion.onset', _one_of(objectives.ONSETS), f'one of {objectives.ONSETS}')
+  _check(c, 'diffusion.onset_weight', _nonnegative, 'non-negative')
+  _check(c, 'objective.name', _one_of(objectives.OBJECTIVES), f'one of {objectives.OBJECTIVES}')
+  _check(c, 'objective.state_weight', _nonnegative, 'non-negative')
+  _check(c, 'behaviour.source', _one_of(source.SOURCES), f'one of {source.SOURCES}')
+  _check(c, 'behaviour.swap_kind', _one_of(parametric.SWAP_KINDS),
+         f'one of {parametric.SWAP_KINDS}')
+  _check(c, 'behaviour.swap_width', _positive, 'positive')
+  _check(c, 'behaviour.swap_bias', _finite, 'finite')
+  _check(c, 'behaviour.guess_logit', _finite, 'finite')
+  _check(c, 'behaviour.kappa', _positive, 'positive')
+  _check(c, 'train.learning_rate', _positive, 'positive')
+  _check(c, 'train.grad_clip', _nonnegative, 'non-negative (0 disables clipping)')
+  chunk = c.train.displays_per_chunk
+  if chunk and c.train.displays_per_batch % chunk:
+    raise ConfigError(f'config.train.displays_per_chunk={chunk} must divide '
+                      f'config.train.displays_per_batch={c.train.displays_per_batch}')

@@ -1,0 +1,1 @@
+"""Experiment configs: `default.py` (CPU-sized) and variants that override only what differs."""

@@ -1,0 +1,84 @@
+"""Default config: a small run that trains and evaluates on a 2-core CPU in minutes.
+
+Two items with locations on the 8-point grid of Bays et al. (2009), continuous colours; a
+parametric swap function of cue distance generates the surrogate responses.
+"""
+
+import ml_collections
+import numpy as np
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.task = ml_collections.ConfigDict(dict(
+      num_items=2,
+      cue_grid=8,                    # 0: continuous cue feature; G: G evenly spaced values.
+      report_grid=0,
+      min_separation_cue=np.pi / 4,
+      min_separation_report=np.pi / 4,
+      cueing='probe',                # 'probe' (by cue feature) or 'index' (by item index).
+      num_tuning=16,                 # M von Mises tuning curves per feature.
+      tuning_concentration=5.0,      # kappa_in.
+      epochs=ml_collections.ConfigDict(dict(stimulus=5, delay=15, cue=5, post_cue=1)),
+  ))
+
+  # Where surrogate responses come from: 'parametric' (below) or 'bns' (a fit in `fit`).
+  config.behaviour = ml_collections.ConfigDict(dict(
+      source='parametric',
+      swap_kind='gaussian',          # 'gaussian': f(d) = -d^2/(2 w) + b; 'flat': f = b; 'none'.
+      swap_width=1.5,
+      swap_bias=-1.0,
+      guess_logit=-3.0,
+      kappa=8.0,
+      fit='',                        # Workdir of a behavioural fit when source='bns'.
+  ))
+
+  config.model = ml_collections.ConfigDict(dict(
+      cell='rate',                   # 'rate': W phi(x) + U u + b; 'dendritic': branch trees.
+      num_units=64,
+      nonlinearity='tanh',           # Rate cell's phi: 'tanh', 'softplus' or 'relu'.
+      num_branches=10,               # Dendritic cell: first-level branches per unit ...
+      num_subbranches=10,            # ... and leaves per branch.
+      alpha=0.1,                     # dt / tau.
+      time_embedding_size=16,        # Sinusoidal embedding of the diffusion step.
+  ))
+
+  config.diffusion = ml_collections.ConfigDict(dict(
+      num_steps=40,                  # T, also the response epoch's length.
+      beta_min=0.01,
+      beta_max=0.30,
+      radius=2.5,                    # rho: y0 = rho (cos theta, sin theta).
+      onset='reset',                 # 'reset': readout set to a prior draw at response onset;
+                                     # 'regularise': penalise its mismatch with the prior.
+      onset_weight=1.0,
+  ))
+
+  config.objective = ml_collections.ConfigDict(dict(
+      name='diffusion',
+      state_weight=1e-4,             # Weak penalty on the mean squared state.
+  ))
+
+  config.train = ml_collections.ConfigDict(dict(
+      num_steps=1500,
+      displays_per_batch=32,
+      samples_per_display=32,
+      learning_rate=3e-3,
+      warmup_steps=50,
+      grad_clip=1.0,
+      displays_per_chunk=0,          # >0: accumulate gradients over chunks of displays.
+      remat=True,                    # Recompute the scan body in the backward pass.
+      log_every=50,
+      checkpoint_every=250,
+      keep_checkpoints=3,
+  ))
+
+  config.eval = ml_collections.ConfigDict(dict(
+      seed=1234,
+      num_displays=256,
+      samples_per_display=256,
+      num_cue_bins=4,
+      num_plot_displays=6,
+  ))
+  return config

@@ -1,0 +1,197 @@
+"""Judging a trained network against the behaviour that generated its training data (METHOD 7).
+
+On held-out displays, S samples per display from the network and two independent sets of S
+from the generating model. A response is classed by its nearest item (circular distance of the
+report feature); "swap rate" is the fraction of responses nearest a non-target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_behaviour import circular
+from rnn_behaviour import rnn
+from rnn_behaviour import task as task_lib
+from rnn_behaviour.behaviour import source
+
+EVAL_DIR = 'eval'
+
+
+def sample_network(network: rnn.Network, variables, displays: task_lib.Displays, task_config,
+                   key, num_samples: int, onset: str, displays_per_chunk: int = 64):
+  """(K, S) network responses, computed a chunk of displays at a time to bound memory."""
+
+  @jax.jit
+  def run(chunk, k):
+    epoch_inputs = task_lib.epoch_inputs_from_config(chunk, task_config)
+    return network.sample(variables, epoch_inputs, k, num_samples, onset=onset)[0]
+
+  outputs = []
+  for i, start in enumerate(range(0, displays.num_displays, displays_per_chunk)):
+    chunk = displays[start:start + displays_per_chunk]
+    outputs.append(run(chunk, jax.random.fold_in(key, i)))
+  return jnp.concatenate(outputs)
+
+
+def nearest_item(responses, displays: task_lib.Displays):
+  """(K, S) index of the item whose report feature is nearest each response."""
+  distance = circular.circular_distance(responses[..., None], displays.report[:, None, :])
+  return jnp.argmin(distance, axis=-1)
+
+
+def item_frequencies(responses, displays: task_lib.Displays):
+  """(K, N) fraction of each display's responses nearest each item."""
+  nearest = nearest_item(responses, displays)
+  return jnp.mean(jax.nn.one_hot(nearest, displays.num_items), axis=1)
+
+
+def cue_bin_edges(num_bins: int, min_separation: float):
+  """Equal-width bins of cue distance over [min_separation, pi]."""
+  return np.linspace(min_separation, np.pi, num_bins + 1)
+
+
+def swap_rate_by_cue_distance(frequencies, displays: task_lib.Displays, edges):
+  """Mean rate of reporting a non-target, by that non-target's cue distance to the target.
+
+  Args:
+    frequencies: (K, N) per-item rates (from `item_frequencies` or mixture weights).
+    displays: the K displays.
+    edges: (B + 1,) bin edges in radians; distances outside are clipped into the end bins.
+
+  Returns:
+    rates (B,) (NaN for an empty bin) and counts (B,) of (display, non-target) pairs.
+  """
+  distance = np.asarray(task_lib.cue_distances(displays))
+  mask = np.asarray(task_lib.nontarget_mask(displays))
+  bins = np.clip(np.digitize(distance, edges[1:-1] - 1e-6), 0, len(edges) - 2)
+  frequencies = np.asarray(frequencies)
+  rates, counts = [], []
+  for b in range(len(edges) - 1):
+    selected = mask & (bins == b)
+    counts.append(int(selected.sum()))
+    rates.append(float(frequencies[selected].mean()) if selected.any() else float('nan'))
+  return np.array(rates), np.array(counts)
+
+
+def circular_energy_distance(x, y):
+  """Energy distance between two samples on the circle, per display, with geodesic distance.
+
+  E|X - Y| - (E|X - X'| + E|Y - Y'|) / 2, within-sample terms as U-statistics (i != j). The
+  circle's geodesic metric is of negative type, so the population value is >= 0 and is 0 only
+  when the distributions agree.
+
+  Args:
+    x, y: (K, S) angles.
+
+  Returns:
+    (K,) distances.
+  """
+  def mean_pairwise(a, b, exclude_diagonal):
+    d = circular.circular_distance(a[:, :, None], b[:, None, :])
+    s = a.shape[1]
+    if exclude_diagonal:
+      return jnp.sum(d, axis=(1, 2)) / (s * (s - 1))
+    return jnp.mean(d, axis=(1, 2))
+
+  return (mean_pairwise(x, y, False)
+          - 0.5 * (mean_pairwise(x, x, True) + mean_pairwise(y, y, True)))
+
+
+def summarise(displays: task_lib.Displays, network, surrogate, surrogate_reference, weights,
+              edges) -> dict:
+  """The evaluation summary (a JSON-able dict) from samples of the network and the model."""
+  net_freq = item_frequencies(network, displays)
+  true_freq = item_frequencies(surrogate, displays)
+  item_weights = weights[:, 1:]
+  mask = task_lib.nontarget_mask(displays)
+  net_bins, counts = swap_rate_by_cue_distance(net_freq, displays, edges)
+  true_bins, _ = swap_rate_by_cue_distance(true_freq, displays, edges)
+  model_bins, _ = swap_rate_by_cue_distance(item_weights, displays, edges)
+  swap = lambda f: float(jnp.mean(jnp.sum(jnp.where(mask, f, 0.0), axis=1)))
+  net_swap, true_swap = swap(net_freq), swap(true_freq)
+  target = displays.cued_report()[:, None]
+  errors_net = circular.wrap(network - target)
+  errors_true = circular.wrap(surrogate - target)
+  distance = circular_energy_distance(network, surrogate)
+  floor = circular_energy_distance(surrogate_reference, surrogate)
+  # Displays whose truth has a strong second mode: does the network reproduce it?
+  strong = np.asarray(jnp.max(jnp.where(mask, item_weights, 0.0), axis=1) >= 0.2)
+  valid = ~np.isnan(true_bins)
+  return {
+      'num_displays': int(displays.num_displays),
+      'samples_per_display': int(network.shape[1]),
+      'cue_distance_bins': {
+          'edges': edges.tolist(),
+          'centres': (0.5 * (edges[1:] + edges[:-1])).tolist(),
+          'pairs': counts.tolist()},
+      'swap_rate_by_cue_distance': {
+          'network': net_bins.tolist(), 'truth': true_bins.tolist(),
+          'model_weight': model_bins.tolist(),
+          'max_abs_error': float(np.max(np.abs(net_bins - true_bins)[valid]))},
+      'swap_rate': {
+          'network': net_swap, 'truth': true_swap,
+          'model_weight': float(jnp.mean(jnp.sum(jnp.where(mask, item_weights, 0.0), 1))),
+          'relative_error': abs(net_swap - true_swap) / max(true_swap, 1e-12)},
+      'guess_weight_model': float(jnp.mean(weights[:, 0])),
+      'circular_sd_around_target': {
+          'network': float(circular.circular_sd(errors_net.ravel())),
+          'truth': float(circular.circular_sd(errors_true.ravel()))},
+      'strong_swap_displays': {
+          'count': int(strong.sum()),
+          'network_nontarget_rate': float(np.asarray(jnp.sum(jnp.where(mask, net_freq, 0), 1))
+                                          [strong].mean()) if strong.any() else float('nan'),
+          'truth_nontarget_rate': float(np.asarray(jnp.sum(jnp.where(mask, true_freq, 0), 1))
+                                        [strong].mean()) if strong.any() else float('nan')},
+      'energy_distance': {
+          'network_vs_surrogate': float(jnp.mean(distance)),
+          'noise_floor': float(jnp.mean(floor)),
+          'ratio_to_floor': float(jnp.mean(distance) / jnp.maximum(jnp.mean(floor), 1e-12)),
+          'per_display_above_floor_fraction': float(jnp.mean(distance > floor))},
+  }
+
+
+def evaluate(config, workdir: str) -> dict:
+  """Samples the trained network and the generating model on held-out displays, and writes
+  `<workdir>/eval/samples.npz`, `summary.json` and PNG figures."""
+  from rnn_behaviour import plots  # Matplotlib only where figures are made.
+  from rnn_behaviour import train
+
+  network, state = train.load_trained(config, workdir)
+  behaviour_model = source.response_model_from_config(config, workdir)
+  c = config.eval
+  key_displays, key_network, key_surrogate, key_reference = jax.random.split(
+      jax.random.key(c.seed), 4)
+  displays = task_lib.displays_from_config(key_displays, c.num_displays, config.task)
+  network_responses = sample_network(network, state.variables, displays, config.task,
+                                     key_network, c.samples_per_display, config.diffusion.onset)
+  sample = jax.jit(behaviour_model.sample_responses, static_argnums=2)
+  surrogate = sample(key_surrogate, displays, c.samples_per_display)
+  reference = sample(key_reference, displays, c.samples_per_display)
+  weights = behaviour_model.mixture_weights(displays)
+  edges = cue_bin_edges(c.num_cue_bins, config.task.min_separation_cue)
+  summary = summarise(displays, network_responses, surrogate, reference, weights, edges)
+  summary['trained_steps'] = int(state.step)
+
+  out = os.path.join(workdir, EVAL_DIR)
+  os.makedirs(out, exist_ok=True)
+  arrays = dict(cue=displays.cue, report=displays.report, cued=displays.cued,
+                network=network_responses, surrogate=surrogate, weights=weights)
+  np.savez(os.path.join(out, 'samples.npz'), **{k: np.asarray(v) for k, v in arrays.items()})
+  with open(os.path.join(out, 'summary.json'), 'w') as f:
+    json.dump(summary, f, indent=2)
+  plots.response_histograms(arrays, os.path.join(out, 'response_histograms.png'),
+                            c.num_plot_displays)
+  plots.swap_rate_by_distance(summary, os.path.join(out, 'swap_rate_by_cue_distance.png'))
+  plots.training_curve(train.read_metrics(workdir), os.path.join(out, 'training_loss.png'))
+  sr = summary['swap_rate']
+  logging.info('Evaluation: swap rate network %.3f truth %.3f; max bin error %.3f; '
+               'energy distance %.2f x noise floor.', sr['network'], sr['truth'],
+               summary['swap_rate_by_cue_distance']['max_abs_error'],
+               summary['energy_distance']['ratio_to_floor'])
+  return summary

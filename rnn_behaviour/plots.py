@@ -1,0 +1,87 @@
+"""Figures of a run: response distributions, swap rate by cue distance, training curves."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+
+def _choose_displays(weights, cued, count: int):
+  """Displays spread over the range of non-target weight, most swap-prone included."""
+  num_items = weights.shape[1] - 1
+  nontarget = weights[:, 1:] * (np.arange(num_items)[None] != cued[:, None])
+  order = np.argsort(-nontarget.max(axis=1))
+  picks = np.linspace(0, len(order) - 1, count).round().astype(int)
+  return order[np.unique(picks)]
+
+
+def response_histograms(arrays, path: str, count: int = 6, bins: int = 48):
+  """Histograms of network vs surrogate responses on `count` displays, items marked."""
+  report, cued = np.asarray(arrays['report']), np.asarray(arrays['cued'])
+  weights, cue = np.asarray(arrays['weights']), np.asarray(arrays['cue'])
+  chosen = _choose_displays(weights, cued, count)
+  cols = min(3, len(chosen))
+  rows = int(np.ceil(len(chosen) / cols))
+  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+  edges = np.linspace(-np.pi, np.pi, bins + 1)
+  for ax, k in zip(axes.flat, chosen):
+    ax.hist(np.asarray(arrays['surrogate'][k]), edges, density=True, alpha=0.45,
+            color='tab:gray', label='surrogate (truth)')
+    ax.hist(np.asarray(arrays['network'][k]), edges, density=True, histtype='step', lw=1.8,
+            color='tab:blue', label='network')
+    for j, r in enumerate(report[k]):
+      is_target = j == cued[k]
+      ax.axvline(r, color='tab:green' if is_target else 'tab:red', ls='-' if is_target else '--',
+                 lw=1.2, label='target' if is_target else 'non-target')
+    nontarget = [j for j in range(report.shape[1]) if j != cued[k]]
+    dc = np.abs((cue[k, nontarget] - cue[k, cued[k]] + np.pi) % (2 * np.pi) - np.pi)
+    ax.set_title(f'display {k}: cue dist {", ".join(f"{d:.2f}" for d in dc)}\n'
+                 f'swap weight {weights[k, 1:][nontarget].sum():.2f}', fontsize=9)
+    ax.set_xlim(-np.pi, np.pi)
+    ax.set_xlabel('response (rad)')
+  for ax in list(axes.flat)[len(chosen):]:
+    ax.axis('off')
+  handles, labels = axes.flat[0].get_legend_handles_labels()
+  unique = dict(zip(labels, handles))
+  fig.legend(unique.values(), unique.keys(), loc='upper center', ncol=4, fontsize=8)
+  fig.tight_layout(rect=(0, 0, 1, 0.93))
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def swap_rate_by_distance(summary: dict, path: str):
+  """Swap rate against cue distance: network, truth (same estimator) and model weight."""
+  centres = np.array(summary['cue_distance_bins']['centres'])
+  rates = summary['swap_rate_by_cue_distance']
+  fig, ax = plt.subplots(figsize=(5, 3.6))
+  ax.plot(centres, rates['truth'], 'o-', color='tab:gray', label='truth (surrogate samples)')
+  ax.plot(centres, rates['model_weight'], ':', color='k', label='model swap weight')
+  ax.plot(centres, rates['network'], 's-', color='tab:blue', label='network')
+  ax.set_xlabel('cue distance of non-target (rad)')
+  ax.set_ylabel('rate of responses nearest it')
+  ax.set_ylim(bottom=0)
+  ax.legend(fontsize=8)
+  ax.set_title(f"max |network - truth| = {rates['max_abs_error']:.3f}", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def training_curve(metrics: list[dict], path: str):
+  """Training loss (and its denoising part) against step, log scale."""
+  fig, ax = plt.subplots(figsize=(5, 3.6))
+  if metrics:
+    steps = [m['step'] for m in metrics]
+    ax.plot(steps, [m['loss'] for m in metrics], label='loss')
+    if 'denoise' in metrics[0]:
+      ax.plot(steps, [m['denoise'] for m in metrics], '--', label='denoising term')
+    ax.set_yscale('log')
+    ax.legend(fontsize=8)
+  ax.set_xlabel('step')
+  ax.set_ylabel('training loss')
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
