@@ -118,7 +118,7 @@ def minimise_speed(velocity: Callable, initial_states, num_steps: int = 2000,
     return x
 
   def polish_one(x0):
-    dampings = 10.0 ** jnp.arange(-8.0, 1.0, 2.0)
+    dampings = 10.0 ** jnp.arange(-8.0, 5.0, 2.0)
 
     def body(x, _):
       v = velocity(x)
