@@ -183,8 +183,19 @@ def _starts(num_cells, three: bool):
   return dict(kappa=tile(0), p_t=tile(1), p_n=tile(2), p_u=tile(3))
 
 
+# EM iterations by model: on Bays (2009) the three-component fits are within 0.005 of a
+# 52-start L-BFGS search after 200 iterations (0.002 after 300); two-component ones after 50.
+DEFAULT_ITERATIONS = {True: 250, False: 80}
+
+
+def fit_em(d: CellData, three: bool = True, num_iterations: int | None = None):
+  """`_fit_em` with the model's default number of iterations."""
+  num_iterations = num_iterations or DEFAULT_ITERATIONS[three]
+  return _fit_em(d, three=three, num_iterations=num_iterations)
+
+
 @functools.partial(jax.jit, static_argnames=('three', 'num_iterations'))
-def fit_em(d: CellData, three: bool = True, num_iterations: int = 300):
+def _fit_em(d: CellData, three: bool, num_iterations: int):
   """Maximum-likelihood fit of every cell from every start of `_starts` by EM.
 
   Args:
@@ -253,7 +264,7 @@ class MixtureFits:
 
 
 def fit(table: data_lib.TrialTable, model: str = 'three_component',
-        num_iterations: int = 300) -> MixtureFits:
+        num_iterations: int | None = None) -> MixtureFits:
   """ML fit of `model` ('two_component' | 'three_component') to every cell of `table`."""
   if model not in MODELS:
     raise ValueError(f'mixture model must be one of {MODELS}, got {model!r}')
@@ -296,7 +307,7 @@ def trial_log_density(fits: MixtureFits, table: data_lib.TrialTable) -> np.ndarr
 
 
 def cross_validate(table: data_lib.TrialTable, model: str, folds: np.ndarray,
-                   num_iterations: int = 300) -> np.ndarray:
+                   num_iterations: int | None = None) -> np.ndarray:
   """Held-out log density of every trial by k-fold CV, (T,).
 
   Each fold's trials are scored under the ML parameters fitted (per cell) to the other folds:
