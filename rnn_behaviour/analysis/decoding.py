@@ -10,8 +10,11 @@
 
 All fits are closed form or a few Newton steps, written in JAX, jitted and vmapped over folds
 and time steps. Trajectories are time-major (T, K, S, n): time, displays, samples, units.
-Cross-validation holds out trials by fold; every trial is held out exactly once, and the AUC
-is computed once on all held-out scores pooled.
+Cross-validation holds out whole displays (all samples of a display in one fold): per-display
+centring and the shared display make samples of one display dependent, and splitting them
+across folds would let an overfit decoder score its held-out trials through their
+training mates. The swap AUC is computed within each held-out fold and averaged over folds,
+since models of different folds have different intercepts that would blur a pooled ranking.
 """
 
 from __future__ import annotations
@@ -98,6 +101,23 @@ def auc(scores, labels):
   num_pos = labels.sum()
   num_neg = labels.shape[0] - num_pos
   return (jnp.sum(ranks * labels) - 0.5 * num_pos * (num_pos + 1)) / (num_pos * num_neg)
+
+
+def masked_auc(scores, labels, mask):
+  """`auc` of the trials where mask (m,) is True, with static shapes (jit/vmap friendly)."""
+  mask = jnp.asarray(mask, bool)
+  # Excluded trials are ranked above every included one, so they leave the ranks of the
+  # included trials unchanged; they are then dropped from the sums.
+  scores = jnp.where(mask, jnp.asarray(scores), jnp.inf)
+  labels = jnp.asarray(labels, bool) & mask
+  ordered = jnp.sort(scores)
+  below = jnp.searchsorted(ordered, scores, side='left')
+  upto = jnp.searchsorted(ordered, scores, side='right')
+  ranks = 0.5 * (below + upto + 1).astype(ordered.dtype)
+  num_pos = labels.sum()
+  num_neg = mask.sum() - num_pos
+  return ((jnp.sum(jnp.where(labels, ranks, 0.0)) - 0.5 * num_pos * (num_pos + 1))
+          / (num_pos * num_neg))
 
 
 # ---------------------------------------------------------------------- logistic regression
@@ -193,8 +213,13 @@ def cross_validated_scores(x, labels, folds, num_folds: int, l2: float = 1e-2,
 
 def cross_validated_auc(x, labels, folds, num_folds: int, l2: float = 1e-2,
                         num_steps: int = 15):
-  """AUC of the pooled held-out logits of `cross_validated_scores`, a scalar."""
-  return auc(cross_validated_scores(x, labels, folds, num_folds, l2, num_steps), labels)
+  """Mean over folds of the AUC of each fold's held-out logits, a scalar.
+
+  Folds whose held-out trials are all of one class are left out of the mean (NaN if all are).
+  """
+  scores = cross_validated_scores(x, labels, folds, num_folds, l2, num_steps)
+  per_fold = jax.vmap(lambda f: masked_auc(scores, labels, folds == f))(jnp.arange(num_folds))
+  return jnp.nanmean(per_fold)
 
 
 # --------------------------------------------------------------------- swap AUC over time
@@ -214,11 +239,11 @@ def _centre_per_display(states):
 
 
 @functools.partial(jax.jit, static_argnames=('num_folds', 'num_steps', 'time_batch'))
-def _auc_over_time(key, states, labels, num_folds, l2, num_steps, time_batch):
+def _auc_over_time(folds, states, labels, num_folds, l2, num_steps, time_batch):
   num_steps_t = states.shape[0]
   x = states.reshape(num_steps_t, -1, states.shape[-1])
   flat_labels = labels.reshape(-1)
-  folds = stratified_folds(key, flat_labels, num_folds)
+  folds = folds.reshape(-1)
 
   def at_time(xt):
     return cross_validated_auc(xt, flat_labels, folds, num_folds, l2, num_steps)
@@ -236,7 +261,7 @@ def swap_auc_over_time(key, states, labels, *, num_folds: int = 5, l2: float = 1
     key: PRNG key (folds and shuffles).
     states: (T, K, S, n) states, e.g. the steps before the response epoch.
     labels: (K, S) bool swap labels (`swap_labels` of the network's responses).
-    num_folds: F-fold cross-validation, stratified by label.
+    num_folds: F-fold cross-validation over displays (at most K).
     l2, num_steps: as `fit_logistic`.
     num_shuffles: label shuffles (within display) for the chance band; 0 skips it.
     level: coverage of the chance band.
@@ -252,8 +277,10 @@ def swap_auc_over_time(key, states, labels, *, num_folds: int = 5, l2: float = 1
   labels = jnp.asarray(labels, bool)
   if centre_per_display:
     states = _centre_per_display(states)
+  _, num_displays, num_samples, _ = states.shape
   key_real, key_shuffle = jax.random.split(key)
-  real = _auc_over_time(key_real, states, labels, num_folds, l2, num_steps, time_batch)
+  real = _auc_over_time(display_folds(key_real, num_displays, num_samples, num_folds), states,
+                        labels, num_folds, l2, num_steps, time_batch)
   if num_shuffles == 0:
     return SwapDecoding(auc=real, chance=jnp.zeros((0, real.shape[0])),
                         band=jnp.full((2, real.shape[0]), jnp.nan))
@@ -261,7 +288,8 @@ def swap_auc_over_time(key, states, labels, *, num_folds: int = 5, l2: float = 1
   def one_shuffle(k):
     k_perm, k_folds = jax.random.split(k)
     shuffled = shuffle_within_displays(k_perm, labels)
-    return _auc_over_time(k_folds, states, shuffled, num_folds, l2, num_steps, time_batch)
+    folds = display_folds(k_folds, num_displays, num_samples, num_folds)
+    return _auc_over_time(folds, states, shuffled, num_folds, l2, num_steps, time_batch)
 
   chance = jnp.stack([one_shuffle(k) for k in jax.random.split(key_shuffle, num_shuffles)])
   tail = 50.0 * (1.0 - level)
