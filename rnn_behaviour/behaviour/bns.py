@@ -139,7 +139,9 @@ def spectral_weights(lengthscale, num_fourier: int):
   c = jnp.fft.rfft(k, axis=-1).real[..., :num_fourier + 1] / _KERNEL_GRID
   # Complex coefficients c_m = c_{-m}; cos(m t) collects both: q_0 = c_0, q_m = 2 c_m.
   q = c * jnp.where(jnp.arange(num_fourier + 1) == 0, 1.0, 2.0)
-  return jnp.maximum(q, 0.0)
+  # Floored: round-off makes far-tail weights ~0 or negative, and sqrt(q) would then have an
+  # infinite gradient (NaN after multiplying by zero). 1e-9 is far below any weight that matters.
+  return jnp.maximum(q, 1e-9)
 
 
 def circle_weights(lengthscale, spec: BNSSpec):
@@ -269,15 +271,20 @@ def _stable_log_density(cos_table, gamma, alpha):
   return jnp.log(jnp.maximum(dens, 1e-8))
 
 
-def trial_log_likelihood(params, d: BNSData, spec: BNSSpec):
-  """log p(y) of every trial under one parameter set (see `build_params`), (T,)."""
+def trial_log_weights(params, d: BNSData):
+  """log mixture weights of every trial, (T, 2 + J): guess, target, non-targets (-inf pads)."""
   mu = params['swap_mean'][d.function_index]
   coef = params['coef'][d.function_index]                    # (T, B)
   f = mu[:, None] + jnp.einsum('tjb,tb->tj', d.features, coef)
   u = params['guess_logit'][d.group_index]
   logits = jnp.concatenate(
       [u[:, None], jnp.zeros_like(u)[:, None], jnp.where(d.nontarget_mask, f, -jnp.inf)], -1)
-  log_w = jax.nn.log_softmax(logits, axis=-1)
+  return jax.nn.log_softmax(logits, axis=-1)
+
+
+def trial_log_likelihood(params, d: BNSData, spec: BNSSpec):
+  """log p(y) of every trial under one parameter set (see `build_params`), (T,)."""
+  log_w = trial_log_weights(params, d)
   if spec.emission == 'von_mises':
     kappa = params['kappa'][d.group_index][:, None]
     cos = jnp.concatenate([d.cos_target[:, None], d.cos_nontarget], axis=-1)
@@ -428,6 +435,9 @@ def fit(key, table: data_lib.TrialTable, spec: BNSSpec = BNSSpec(), *, inference
     svi, g = _svi_parts(spec, labels, guide, learning_rate)
     state = svi.init(key_fit, d, None)
     state, losses = jax.jit(_run_svi, static_argnums=(0, 4))(svi, state, d, None, num_steps)
+    if not np.all(np.isfinite(np.asarray(losses[-10:]))):
+      raise FloatingPointError(f'BNS SVI diverged (loss {float(losses[-1])}); lower '
+                               f'config.fit.svi_learning_rate (now {learning_rate})')
     guide_params = jax.device_get(svi.get_params(state))
     latent = g.sample_posterior(key_post, guide_params, sample_shape=(num_samples,))
     losses = np.asarray(losses)
