@@ -1,0 +1,141 @@
+"""Mixture models: parameter recovery, optimality of the EM fits, CSV output, CV."""
+
+import csv
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from rnn_behaviour import circular
+from rnn_behaviour.behaviour import data, mixture
+
+BAYS = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data', 'bays2009',
+                    'bays_data.mat')
+
+
+def simulate(seed, cells, num_trials, set_size):
+  """Trials from the three-component model; cells: list of (kappa, pT, pN, pU)."""
+  rng = np.random.default_rng(seed)
+  tables = []
+  for c, (kappa, p_t, p_n, p_u) in enumerate(cells):
+    report = rng.uniform(-np.pi, np.pi, (num_trials, set_size))
+    cue = rng.uniform(-np.pi, np.pi, (num_trials, set_size))
+    comp = rng.choice(3, num_trials, p=[p_t, p_n, p_u])
+    nt = rng.integers(1, max(set_size, 2), num_trials) if set_size > 1 else np.zeros(
+        num_trials, int)
+    centre = np.where(comp == 1, report[np.arange(num_trials), nt], report[:, 0])
+    y = np.where(comp == 2, rng.uniform(-np.pi, np.pi, num_trials),
+                 centre + rng.vonmises(0.0, kappa, num_trials))
+    tables.append(data.TrialTable(
+        cue=cue, report=report, cued=np.zeros(num_trials, np.int64),
+        set_size=np.full(num_trials, set_size), response=circular.wrap(y),
+        subject=np.full(num_trials, f's{c}', object), condition=np.full(num_trials, '', object)))
+  return data.concatenate(tables)
+
+
+TRUE = [(8.0, 0.7, 0.2, 0.1), (3.0, 0.5, 0.1, 0.4), (15.0, 0.85, 0.0, 0.15),
+        (5.0, 0.4, 0.4, 0.2)]
+
+
+def test_three_component_recovery():
+  table = simulate(0, TRUE, 3000, 4)
+  fit = mixture.fit(table, 'three_component')
+  truth = np.array(TRUE)
+  # Tolerances: about 3 binomial SEs of a weight at T = 3000 (0.025) and 12% on kappa.
+  np.testing.assert_allclose(fit.p_t, truth[:, 1], atol=0.035)
+  np.testing.assert_allclose(fit.p_n, truth[:, 2], atol=0.035)
+  np.testing.assert_allclose(fit.p_u, truth[:, 3], atol=0.035)
+  np.testing.assert_allclose(fit.kappa, truth[:, 0], rtol=0.12)
+  np.testing.assert_allclose(fit.p_t + fit.p_n + fit.p_u, 1.0, atol=1e-5)
+
+
+def test_two_component_recovery_and_nesting():
+  cells = [(6.0, 0.8, 0.0, 0.2), (20.0, 0.95, 0.0, 0.05)]
+  table = simulate(1, cells, 3000, 2)
+  two = mixture.fit(table, 'two_component')
+  three = mixture.fit(table, 'three_component')
+  np.testing.assert_allclose(two.p_t, [0.8, 0.95], atol=0.03)
+  np.testing.assert_allclose(two.kappa, [6.0, 20.0], rtol=0.12)
+  assert np.all(two.p_n == 0)
+  # Nested models: the three-component maximum can only be higher.
+  assert np.all(three.loglik >= two.loglik - 0.01)
+
+
+def test_set_size_one_has_no_swaps():
+  table = simulate(2, [(10.0, 0.9, 0.0, 0.1)], 500, 1)
+  fit = mixture.fit(table, 'three_component')
+  assert fit.p_n[0] == 0.0
+  assert mixture.num_parameters(True, [1])[0] == 2
+
+
+def em_vs_reference(table, cells_to_check):
+  _, d = mixture.cell_data(table)
+  for three in (True, False):
+    em = np.asarray(mixture.fit_em(d, three=three)['loglik'])
+    for c in cells_to_check:
+      ref = mixture.reference_fit(d, c, three, num_starts=2)
+      assert em[c] >= ref - 0.01, (three, c, em[c], ref)
+
+
+def test_em_reaches_multistart_optimum():
+  # Within 0.01 of a multi-start L-BFGS search (benchmark_behaviour.py checks all 96 Bays
+  # cells x models). Subject 1, set size 6 (cell 3) is the slowest of them to converge.
+  if os.path.exists(BAYS):
+    em_vs_reference(data.load_bays2009(BAYS, subjects=['1']), [2, 3])
+  else:
+    em_vs_reference(simulate(3, TRUE[:2], 150, 6), [0, 1])
+
+
+def test_csv_and_information_criteria(tmp_path):
+  table = simulate(4, TRUE[:2], 200, 4)
+  fits = [mixture.fit(table, m) for m in mixture.MODELS]
+  path = str(tmp_path / 'mixture_fits.csv')
+  mixture.write_fits_csv(fits, path)
+  with open(path) as f:
+    rows = list(csv.DictReader(f))
+  assert tuple(rows[0].keys()) == mixture.FIT_COLUMNS
+  assert len(rows) == 4
+  for r in rows:
+    k = 2 if r['model'] == 'two_component' else 3
+    ll, n = float(r['loglik']), int(r['n'])
+    assert n == 200 and r['condition'] == ''
+    assert float(r['aic']) == pytest.approx(2 * k - 2 * ll, rel=1e-5)
+    assert float(r['bic']) == pytest.approx(k * np.log(n) - 2 * ll, rel=1e-5)
+    assert float(r['sd']) == pytest.approx(float(circular.kappa_to_sd(float(r['kappa']))),
+                                           rel=1e-4)
+
+
+def test_cross_validation_is_held_out():
+  table = simulate(5, TRUE[:2], 300, 4)
+  folds = np.arange(len(table)) % 3
+  lpd = mixture.cross_validate(table, 'three_component', folds)
+  fit = mixture.fit(table, 'three_component')
+  in_sample = mixture.trial_log_density(fit, table)
+  np.testing.assert_allclose(in_sample.sum(), fit.loglik.sum(), rtol=1e-5)
+  assert np.all(np.isfinite(lpd)) and lpd.sum() < in_sample.sum()
+
+
+def test_numpyro_model_density_is_prior_plus_likelihood():
+  import numpyro
+  table = simulate(7, [(8.0, 0.6, 0.3, 0.1)], 100, 4)
+  _, d = mixture.cell_data(table)
+  w = np.array([[0.6, 0.3, 0.1]])
+  kappa = np.array([8.0])
+  logp, _ = numpyro.infer.util.log_density(mixture.numpyro_model, (d,), {},
+                                            dict(kappa=kappa, weights=w))
+  params = dict(kappa=kappa, p_t=w[:, 0], p_n=w[:, 1], p_u=w[:, 2])
+  prior = (numpyro.distributions.LogNormal(np.log(5.0), 1.5).log_prob(8.0)
+           + numpyro.distributions.Dirichlet(np.ones(3)).log_prob(w[0]))
+  assert float(logp) == pytest.approx(float(prior + mixture.log_likelihood(params, d)[0]),
+                                      rel=1e-5)
+
+
+@pytest.mark.slow
+def test_numpyro_model_posterior_covers_truth():
+  table = simulate(6, [(8.0, 0.6, 0.3, 0.1)], 800, 4)
+  _, d = mixture.cell_data(table)
+  s = mixture.fit_bayesian(jax.random.PRNGKey(0), d, num_warmup=150, num_samples=200)
+  for name, true in (('kappa', 8.0), ('p_t', 0.6), ('p_n', 0.3), ('p_u', 0.1)):
+    lo, hi = np.quantile(np.asarray(s[name])[:, 0], [0.005, 0.995])
+    assert lo <= true <= hi, (name, lo, hi)
