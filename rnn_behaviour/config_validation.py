@@ -87,6 +87,7 @@ def validate(config) -> None:
          f'one of {tuple(rnn.NONLINEARITIES)}')
   _check(c, 'model.alpha', lambda v: _positive(v) and v <= 1, 'in (0, 1]')
   _check(c, 'model.time_embedding_size', lambda v: v % 2 == 0, 'even')
+  _check(c, 'model.trial_noise', _finite, 'finite (negative: sqrt(btilde_T))')
   _check(c, 'diffusion.beta_min', lambda v: _finite(v) and 0 < v < 1, 'in (0, 1)')
   _check(c, 'diffusion.beta_max', lambda v: _finite(v) and 0 < v < 1, 'in (0, 1)')
   _check(c, 'diffusion.beta_max', lambda v: v >= c.diffusion.beta_min,
@@ -94,6 +95,8 @@ def validate(config) -> None:
   _check(c, 'diffusion.radius', _positive, 'positive')
   _check(c, 'diffusion.onset', _one_of(objectives.ONSETS), f'one of {objectives.ONSETS}')
   _check(c, 'diffusion.onset_weight', _nonnegative, 'non-negative')
+  _check(c, 'diffusion.response_noise', _one_of(rnn.RESPONSE_NOISES),
+         f'one of {rnn.RESPONSE_NOISES}')
   _check(c, 'objective.name', _one_of(objectives.OBJECTIVES), f'one of {objectives.OBJECTIVES}')
   _check(c, 'objective.state_weight', _nonnegative, 'non-negative')
   _check(c, 'behaviour.source', _one_of(source.SOURCES), f'one of {source.SOURCES}')

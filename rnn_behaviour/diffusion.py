@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_behaviour import circular
+
 
 @flax.struct.dataclass
 class Schedule:
@@ -74,8 +76,8 @@ def angle_to_point(theta, radius: float):
 
 
 def point_to_angle(y):
-  """atan2(y_2, y_1) for (..., 2) points."""
-  return jnp.arctan2(y[..., 1], y[..., 0])
+  """atan2(y_2, y_1) for (..., 2) points, wrapped to [-pi, pi)."""
+  return circular.wrap(jnp.arctan2(y[..., 1], y[..., 0]))
 
 
 def forward_chain(key, schedule: Schedule, y0):

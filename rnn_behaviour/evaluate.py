@@ -82,9 +82,10 @@ def swap_rate_by_cue_distance(frequencies, displays: task_lib.Displays, edges):
 def circular_energy_distance(x, y):
   """Energy distance between two samples on the circle, per display, with geodesic distance.
 
-  E|X - Y| - (E|X - X'| + E|Y - Y'|) / 2, within-sample terms as U-statistics (i != j). The
-  circle's geodesic metric is of negative type, so the population value is >= 0 and is 0 only
-  when the distributions agree.
+  E|X - Y| - (E|X - X'| + E|Y - Y'|) / 2 as V-statistics (all pairs). The circle's geodesic
+  metric is of negative type, so this is >= 0, exactly 0 for identical samples, and its
+  population value is 0 only when the distributions agree. Two independent draws of one
+  distribution give a small positive value: the noise floor it must be compared with.
 
   Args:
     x, y: (K, S) angles.
@@ -92,15 +93,10 @@ def circular_energy_distance(x, y):
   Returns:
     (K,) distances.
   """
-  def mean_pairwise(a, b, exclude_diagonal):
-    d = circular.circular_distance(a[:, :, None], b[:, None, :])
-    s = a.shape[1]
-    if exclude_diagonal:
-      return jnp.sum(d, axis=(1, 2)) / (s * (s - 1))
-    return jnp.mean(d, axis=(1, 2))
+  def mean_pairwise(a, b):
+    return jnp.mean(circular.circular_distance(a[:, :, None], b[:, None, :]), axis=(1, 2))
 
-  return (mean_pairwise(x, y, False)
-          - 0.5 * (mean_pairwise(x, x, True) + mean_pairwise(y, y, True)))
+  return mean_pairwise(x, y) - 0.5 * (mean_pairwise(x, x) + mean_pairwise(y, y))
 
 
 def summarise(displays: task_lib.Displays, network, surrogate, surrogate_reference, weights,

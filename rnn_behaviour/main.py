@@ -44,9 +44,17 @@ def run(config, workdir: str, mode: str) -> None:
     evaluate.evaluate(config, workdir)
 
 
+class _QuietLibraries(logging.logging.Filter):
+  """Keeps Orbax's per-save INFO chatter out of the run's progress log."""
+
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
+  logging.get_absl_handler().python_handler.addFilter(_QuietLibraries())
   logging.info('JAX devices: %s', jax.devices())
   run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
 

@@ -79,7 +79,7 @@ def teacher_forced_response(network: rnn.Network, variables, response_drives, x,
     x = network.set_readout(variables, x, y_t)
     mean = network.mean_step(variables, x, drive)
     error = jnp.mean(jnp.sum((network.readout(variables, mean) - mu_t)**2, axis=-1))
-    x = mean + sigma * jax.random.normal(k, x.shape, x.dtype)
+    x = mean + sigma * network.response_noise_sample(variables, k, x)
     return x, (error, jnp.mean(x**2))
 
   steps = (response_drives[::-1], sigmas[::-1], ys[::-1], mus[::-1],

@@ -28,6 +28,7 @@ from rnn_behaviour import diffusion
 from rnn_behaviour import task as task_lib
 
 CELLS = ('rate', 'dendritic')
+RESPONSE_NOISES = ('all', 'readout')
 NONLINEARITIES = {'tanh': jnp.tanh, 'softplus': jax.nn.softplus, 'relu': jax.nn.relu}
 
 
@@ -157,6 +158,7 @@ class Network:
   schedule: diffusion.Schedule
   alpha: float = 0.1
   trial_noise: float | None = None       # Default: sqrt(btilde_T), as in the paper.
+  response_noise: str = 'all'            # 'all' units, or the 'readout' plane alone.
   remat: bool = False
 
   @property
@@ -189,6 +191,14 @@ class Network:
     """(1 - a) x + a F(x, drive): the noiseless next state."""
     f = self.model.apply(variables, x, drive, method=DiffusionRNN.recurrent)
     return (1.0 - self.alpha) * x + self.alpha * f
+
+  def response_noise_sample(self, variables, key, x):
+    """Standard normal state noise of the response epoch: on every unit, or only in the
+    readout plane (D^T xi_2), which leaves the null-space memory untouched."""
+    if self.response_noise == 'readout':
+      return jax.random.normal(key, x.shape[:-1] + (2,), x.dtype) @ variables['constants'][
+          'readout']
+    return jax.random.normal(key, x.shape, x.dtype)
 
   def _maybe_remat(self, body: Callable) -> Callable:
     return jax.checkpoint(body) if self.remat else body
@@ -238,7 +248,7 @@ class Network:
 
     def body(x, inputs):
       drive, sigma, k = inputs
-      x = self.mean_step(variables, x, drive) + sigma * jax.random.normal(k, x.shape, x.dtype)
+      x = self.mean_step(variables, x, drive) + sigma * self.response_noise_sample(variables, k, x)
       return x, x if record else None
 
     steps = (response_drives[::-1], sigmas[::-1],
@@ -283,7 +293,10 @@ def make_network(config) -> Network:
   """The network a config describes."""
   return Network(model=make_model(config.model), epochs=task_lib.epochs_from_config(config),
                  schedule=diffusion.schedule_from_config(config.diffusion),
-                 alpha=float(config.model.alpha), remat=bool(config.train.remat))
+                 alpha=float(config.model.alpha),
+                 trial_noise=None if config.model.trial_noise < 0 else float(config.model.trial_noise),
+                 response_noise=config.diffusion.response_noise,
+                 remat=bool(config.train.remat))
 
 
 Variables = Any

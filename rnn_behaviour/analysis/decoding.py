@@ -31,6 +31,7 @@ from rnn_behaviour import circular
 # ---------------------------------------------------------------------------------- labels
 
 
+@jax.jit
 def swap_labels(responses, report, cued):
   """Whether each response is a swap: nearer (circularly) a non-target than the target.
 
@@ -65,6 +66,7 @@ def stratified_folds(key, labels, num_folds: int):
       jnp.arange(labels.shape[0], dtype=jnp.int32) % num_folds)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def display_folds(key, num_displays: int, num_samples: int, num_folds: int):
   """(K, S) fold indices that keep all samples of a display in one fold (group k-fold)."""
   per_display = jax.random.permutation(key, num_displays) % num_folds
@@ -143,6 +145,7 @@ def fit_standardiser(x, weights) -> Standardiser:
   return Standardiser(mean=mean, scale=jnp.where(var > 1e-12, jnp.sqrt(var), 1.0))
 
 
+@functools.partial(jax.jit, static_argnames=('num_steps',))
 def fit_logistic(x, labels, weights=None, l2: float = 1e-2, num_steps: int = 15):
   """L2-regularised logistic regression by damped Newton steps.
 
@@ -233,28 +236,67 @@ class SwapDecoding(NamedTuple):
   band: jnp.ndarray
 
 
+@jax.jit
 def _centre_per_display(states):
   """Removes each display's mean over samples, (T, K, S, n)."""
   return states - states.mean(axis=2, keepdims=True)
 
 
-@functools.partial(jax.jit, static_argnames=('num_folds', 'num_steps', 'time_batch'))
+MEMORY_BUDGET_BYTES = 256 * 2**20
+
+
+def auto_time_batch(num_steps: int, bytes_per_step: float,
+                    budget: float = MEMORY_BUDGET_BYTES) -> int:
+  """The largest divisor of num_steps whose batch of steps fits the memory budget (>= 1).
+
+  A divisor, because lax.map with a batch size that does not divide T compiles a second loop
+  body for the remainder.
+  """
+  cap = max(int(budget // max(bytes_per_step, 1.0)), 1)
+  return max(d for d in range(1, num_steps + 1) if num_steps % d == 0 and d <= cap)
+
+
+def _map_over_time(fn, x, time_batch):
+  """fn over the leading (time) axis of x: one vmap, or lax.map in batches to bound memory."""
+  if time_batch is None or time_batch >= x.shape[0]:
+    return jax.vmap(fn)(x)
+  return jax.lax.map(fn, x, batch_size=time_batch)
+
+
 def _auc_over_time(folds, states, labels, num_folds, l2, num_steps, time_batch):
-  num_steps_t = states.shape[0]
-  x = states.reshape(num_steps_t, -1, states.shape[-1])
+  """(T,) cross-validated AUC at every step; folds (K, S), states (T, K, S, n), labels (K, S)."""
+  x = states.reshape(states.shape[0], -1, states.shape[-1])
   flat_labels = labels.reshape(-1)
-  folds = folds.reshape(-1)
+  flat_folds = folds.reshape(-1)
 
   def at_time(xt):
-    return cross_validated_auc(xt, flat_labels, folds, num_folds, l2, num_steps)
+    return cross_validated_auc(xt, flat_labels, flat_folds, num_folds, l2, num_steps)
 
-  # lax.map over time bounds the memory to `time_batch` steps' worth of fold fits.
-  return jax.lax.map(at_time, x, batch_size=time_batch)
+  return _map_over_time(at_time, x, time_batch)
+
+
+@functools.partial(jax.jit, static_argnames=('num_folds', 'num_steps', 'time_batch',
+                                             'num_shuffles'))
+def _swap_aucs(key, states, labels, num_folds, l2, num_steps, time_batch, num_shuffles):
+  """(real (T,), shuffled (num_shuffles, T)) AUCs, all in one compiled program."""
+  _, num_displays, num_samples, _ = states.shape
+  keys = jax.random.split(key, num_shuffles + 1)
+  fold_keys, shuffle_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+  # Row 0 holds the real labels, rows 1.. the shuffles; one loop body serves them all.
+  shuffled = jax.vmap(shuffle_within_displays, (0, None))(shuffle_keys[1:], labels)
+  all_labels = jnp.concatenate([labels[None], shuffled])
+  all_folds = jax.vmap(lambda k: display_folds(k, num_displays, num_samples, num_folds))(
+      fold_keys)
+  aucs = jax.lax.map(
+      lambda lf: _auc_over_time(lf[1], states, lf[0], num_folds, l2, num_steps, time_batch),
+      (all_labels, all_folds))
+  return aucs[0], aucs[1:]
 
 
 def swap_auc_over_time(key, states, labels, *, num_folds: int = 5, l2: float = 1e-2,
                        num_steps: int = 15, num_shuffles: int = 20, level: float = 0.95,
-                       centre_per_display: bool = True, time_batch: int = 4) -> SwapDecoding:
+                       centre_per_display: bool = True,
+                       time_batch: int | str | None = 'auto') -> SwapDecoding:
   """Cross-validated AUC of decoding "this trial ends as a swap" at every time step.
 
   Args:
@@ -268,7 +310,8 @@ def swap_auc_over_time(key, states, labels, *, num_folds: int = 5, l2: float = 1
     centre_per_display: subtract each display's mean state over its samples first, so that the
       decoder reads only trial-to-trial variability and not which display it is (displays
       differ in swap rate through their cue distances; that is not an error being set up).
-    time_batch: time steps fitted at once (memory vs speed).
+    time_batch: time steps fitted at once; None: all (fastest); 'auto': as many as fit in
+      `MEMORY_BUDGET_BYTES` (about 4 num_folds K S n floats each).
 
   Returns:
     SwapDecoding.
@@ -277,21 +320,14 @@ def swap_auc_over_time(key, states, labels, *, num_folds: int = 5, l2: float = 1
   labels = jnp.asarray(labels, bool)
   if centre_per_display:
     states = _centre_per_display(states)
-  _, num_displays, num_samples, _ = states.shape
-  key_real, key_shuffle = jax.random.split(key)
-  real = _auc_over_time(display_folds(key_real, num_displays, num_samples, num_folds), states,
-                        labels, num_folds, l2, num_steps, time_batch)
+  if time_batch == 'auto':
+    num_t, num_displays, num_samples, units = states.shape
+    time_batch = auto_time_batch(
+        num_t, 4.0 * num_folds * num_displays * num_samples * (units + 1) * states.dtype.itemsize)
+  real, chance = _swap_aucs(key, states, labels, num_folds, l2, num_steps, time_batch,
+                            num_shuffles)
   if num_shuffles == 0:
-    return SwapDecoding(auc=real, chance=jnp.zeros((0, real.shape[0])),
-                        band=jnp.full((2, real.shape[0]), jnp.nan))
-
-  def one_shuffle(k):
-    k_perm, k_folds = jax.random.split(k)
-    shuffled = shuffle_within_displays(k_perm, labels)
-    folds = display_folds(k_folds, num_displays, num_samples, num_folds)
-    return _auc_over_time(folds, states, shuffled, num_folds, l2, num_steps, time_batch)
-
-  chance = jnp.stack([one_shuffle(k) for k in jax.random.split(key_shuffle, num_shuffles)])
+    return SwapDecoding(auc=real, chance=chance, band=jnp.full((2, real.shape[0]), jnp.nan))
   tail = 50.0 * (1.0 - level)
   band = jnp.asarray(np.nanpercentile(np.asarray(chance), [tail, 100.0 - tail], axis=0))
   return SwapDecoding(auc=real, chance=chance, band=band)
@@ -345,11 +381,11 @@ def _cross_temporal(states, angles, folds, num_folds, l2, time_batch):
     error, similarity = jax.vmap(one_fold)(jnp.arange(num_folds))
     return error.sum(0) / truth.shape[0], similarity.sum(0) / truth.shape[0]
 
-  return jax.lax.map(train_at, x, batch_size=time_batch)
+  return _map_over_time(train_at, x, time_batch)
 
 
 def cross_temporal_decoding(key, states, angles, *, num_folds: int = 5, l2: float = 1e-2,
-                            time_batch: int = 4) -> CrossTemporal:
+                            time_batch: int | str | None = 'auto') -> CrossTemporal:
   """Decode an angle at t2 with a ridge decoder trained at t1, for every (t1, t2).
 
   Folds hold out whole displays, so the decoder must generalise to feature values it was not
@@ -361,7 +397,8 @@ def cross_temporal_decoding(key, states, angles, *, num_folds: int = 5, l2: floa
     angles: (K,) per-display angles (e.g. the cued item's report feature) or (K, S).
     num_folds: F; at most K.
     l2: ridge strength on the per-trial-averaged squared error.
-    time_batch: training times fitted at once (memory vs speed).
+    time_batch: training times fitted at once; None: all; 'auto': as many as fit in
+      `MEMORY_BUDGET_BYTES` (about 4 num_folds T K S floats each).
 
   Returns:
     CrossTemporal with (T, T) matrices.
@@ -371,5 +408,9 @@ def cross_temporal_decoding(key, states, angles, *, num_folds: int = 5, l2: floa
   angles = jnp.broadcast_to(
       jnp.asarray(angles).reshape(num_displays, -1), (num_displays, num_samples))
   folds = display_folds(key, num_displays, num_samples, num_folds)
+  if time_batch == 'auto':
+    num_t = states.shape[0]
+    time_batch = auto_time_batch(
+        num_t, 4.0 * num_folds * num_t * num_displays * num_samples * states.dtype.itemsize)
   error, similarity = _cross_temporal(states, angles, folds, num_folds, l2, time_batch)
   return CrossTemporal(error=error, similarity=similarity)

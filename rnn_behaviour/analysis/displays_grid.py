@@ -11,8 +11,10 @@ Display order (K = 2 * B * (B - 1)): cued item outermost, then b_1, then b_2, so
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -30,6 +32,7 @@ def bin_centres(num_bins: int) -> np.ndarray:
   return -np.pi + (np.arange(num_bins) + 0.5) * (circular.TWO_PI / num_bins)
 
 
+@functools.partial(jax.jit, static_argnames=('num_bins',))
 def angle_bins(angles, num_bins: int):
   """Index of the bin [-pi + b w, -pi + (b + 1) w), w = 2 pi / B, holding each angle.
 
@@ -40,7 +43,7 @@ def angle_bins(angles, num_bins: int):
   Returns:
     (...) int32 bin indices in [0, B).
   """
-  wrapped = circular.wrap(jnp.asarray(angles))
+  wrapped = circular.wrap(angles)
   index = jnp.floor((wrapped + jnp.pi) * (num_bins / circular.TWO_PI)).astype(jnp.int32)
   # Rounding can push an angle just below pi into bin B; it belongs to the last bin.
   return jnp.clip(index, 0, num_bins - 1)

@@ -30,13 +30,13 @@ class PCA(NamedTuple):
   explained: jnp.ndarray
 
 
+@functools.partial(jax.jit, static_argnames=('num_components',))
 def pca(states, num_components: int | None = None) -> PCA:
   """Principal components of states (..., n), all leading axes pooled as observations.
 
   The n x n covariance is diagonalised rather than the data matrix, since trajectories have far
   more observations (T K S) than units.
   """
-  states = jnp.asarray(states)
   x = states.reshape(-1, states.shape[-1])
   mean = x.mean(axis=0)
   centred = x - mean
@@ -50,9 +50,10 @@ def pca(states, num_components: int | None = None) -> PCA:
   return PCA(mean=mean, components=vectors[:c], variance=variance[:c], explained=explained[:c])
 
 
+@jax.jit
 def project(states, fitted: PCA):
   """Coordinates of states (..., n) on the components: (..., c)."""
-  return (jnp.asarray(states) - fitted.mean) @ fitted.components.T
+  return (states - fitted.mean) @ fitted.components.T
 
 
 # ------------------------------------------------------------------------- fixed points
@@ -63,6 +64,7 @@ def velocity_of_map(step_map: Callable) -> Callable:
   return lambda x: step_map(x) - x
 
 
+@functools.partial(jax.jit, static_argnames=('num_points',))
 def sample_initial_states(key, states, num_points: int, noise_scale: float = 0.0):
   """Random visited states (..., n), optionally jittered, as starts for the speed minimiser.
 
@@ -73,7 +75,7 @@ def sample_initial_states(key, states, num_points: int, noise_scale: float = 0.0
     (num_points, n).
   """
   key_pick, key_noise = jax.random.split(key)
-  x = jnp.asarray(states).reshape(-1, states.shape[-1])
+  x = states.reshape(-1, states.shape[-1])
   picked = x[jax.random.randint(key_pick, (num_points,), 0, x.shape[0])]
   return picked + noise_scale * jax.random.normal(key_noise, picked.shape, picked.dtype)
 

@@ -21,6 +21,7 @@ Shapes: trajectories are time-major (T, K, S, n): time, displays, samples, units
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -204,6 +205,7 @@ def item_bin_means(states, bins, num_bins: int, masks=None, sample_weights=None,
   return jnp.stack(per_item)
 
 
+@functools.partial(jax.jit, static_argnames=('num_bins', 'method', 'estimator'))
 def alignment_time_course(states, bins, num_bins: int, masks=None, method: str = 'pca3',
                           estimator: str = 'additive'):
   """Cosine between the two items' planes at every time step, (T,).
@@ -226,6 +228,20 @@ def _resampling_weights(key, num_displays, num_samples, resample):
     draws = jax.random.randint(key_displays, (num_displays,), 0, num_displays)
     weights = weights * jnp.bincount(draws, length=num_displays)[:, None]
   return weights
+
+
+@functools.partial(jax.jit, static_argnames=('num_bins', 'method', 'resample', 'estimator'))
+def _bootstrap_samples(keys, states, bins, masks, num_bins, method, resample, estimator):
+  """(num_bootstrap, T) cosines, one row per key."""
+  num_displays, num_samples = states.shape[1:3]
+
+  def one(k):
+    weights = _resampling_weights(k, num_displays, num_samples, resample)
+    means = item_bin_means(states, bins, num_bins, masks, weights, estimator)
+    return plane_cosine(means[0], means[1], method)
+
+  # lax.map keeps one replicate's bin sums in memory at a time, not num_bootstrap of them.
+  return jax.lax.map(one, keys)
 
 
 class AlignmentBootstrap(NamedTuple):
@@ -257,14 +273,8 @@ def bootstrap_alignment(key, states, bins, num_bins: int, masks=None, method: st
   states = _with_sample_axis(states)
   num_displays, num_samples = states.shape[1:3]
   cosine = alignment_time_course(states, bins, num_bins, masks, method, estimator)
-
-  def one(k):
-    weights = _resampling_weights(k, num_displays, num_samples, resample)
-    means = item_bin_means(states, bins, num_bins, masks, weights, estimator)
-    return plane_cosine(means[0], means[1], method)
-
-  # lax.map keeps one replicate's bin sums in memory at a time, not num_bootstrap of them.
-  samples = jax.lax.map(jax.jit(one), jax.random.split(key, num_bootstrap))
+  samples = _bootstrap_samples(jax.random.split(key, num_bootstrap), states, bins, masks,
+                               num_bins, method, resample, estimator)
   tail = 50.0 * (1.0 - level)
   band = jnp.asarray(np.nanpercentile(np.asarray(samples), [tail, 100.0 - tail], axis=0))
   return AlignmentBootstrap(cosine=cosine, band=band, samples=samples)

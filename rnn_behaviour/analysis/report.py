@@ -156,7 +156,8 @@ def summary_row(numbers: Mapping) -> dict:
               swap_auc_postcue=clean(swap['auc_postcue']))
 
 
-def write_report(folder: str, numbers: Mapping, figures: Mapping, fmt: str = 'png') -> list:
+def write_report(folder: str, numbers: Mapping, figures: Mapping, fmt: str = 'png',
+                 dpi: int = 120) -> list:
   """Writes `analysis.json` and one `<name>.<fmt>` per figure into folder; returns the paths."""
   os.makedirs(folder, exist_ok=True)
   path = os.path.join(folder, 'analysis.json')
@@ -164,5 +165,5 @@ def write_report(folder: str, numbers: Mapping, figures: Mapping, fmt: str = 'pn
     json.dump(_tolist(numbers), f, indent=1)
   paths = [path]
   for name, fig in figures.items():
-    paths.append(plots.save_figure(fig, os.path.join(folder, f'{name}.{fmt}')))
+    paths.append(plots.save_figure(fig, os.path.join(folder, f'{name}.{fmt}'), dpi))
   return paths

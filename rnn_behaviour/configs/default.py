@@ -42,6 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
       num_branches=10,               # Dendritic cell: first-level branches per unit ...
       num_subbranches=10,            # ... and leaves per branch.
       alpha=0.1,                     # dt / tau.
+      trial_noise=-1.0,              # State noise s.d. in trial epochs; <0: sqrt(btilde_T).
       time_embedding_size=16,        # Sinusoidal embedding of the diffusion step.
   ))
 
@@ -53,6 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
       onset='reset',                 # 'reset': readout set to a prior draw at response onset;
                                      # 'regularise': penalise its mismatch with the prior.
       onset_weight=1.0,
+      response_noise='readout',      # Reverse-step noise on 'all' units or the 'readout' plane.
   ))
 
   config.objective = ml_collections.ConfigDict(dict(

@@ -1,0 +1,135 @@
+"""BNS: the Fourier GP basis, recovery of a known swap function, save/load, grid output."""
+
+import csv
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnn_behaviour import task
+from rnn_behaviour.behaviour import bns, data, parametric, surrogate
+
+TRUE_SWAP = parametric.ParametricSwapModel(kind='gaussian', width=1.0, bias=0.0,
+                                           guess_logit=-2.5, kappa=10.0)
+
+
+def simulated_table(seed=0, num_displays=3000, set_size=4, model=TRUE_SWAP):
+  key_d, key_r = jax.random.split(jax.random.PRNGKey(seed))
+  displays = task.sample_displays(key_d, num_displays, set_size, cue_grid=8)
+  y = model.sample_responses(key_r, displays, 1)
+  return data.from_displays(displays, y[:, 0])
+
+
+@pytest.mark.parametrize('lengthscale', [0.4, 1.0, 2.0])
+def test_fourier_weights_reproduce_periodic_kernel(lengthscale):
+  t = np.linspace(-np.pi, np.pi, 33)
+  q = np.asarray(bns.spectral_weights(jnp.float32(lengthscale), 30))
+  approx = (q[None, :] * np.cos(t[:, None] * np.arange(31))).sum(1)
+  np.testing.assert_allclose(approx, np.exp((np.cos(t) - 1) / lengthscale**2), atol=1e-5)
+
+
+def test_torus_basis_is_tensor_product():
+  spec = bns.BNSSpec(dimension='torus', num_fourier=3)
+  dc, dr = jnp.array([0.3, -1.2]), jnp.array([2.0, 0.5])
+  feats = bns.basis_features(spec, dc, dr)
+  assert feats.shape == (2, spec.basis_size) == (2, 16)
+  np.testing.assert_allclose(feats[:, 1 * 4 + 2], np.cos(dc) * np.cos(2 * dr), rtol=1e-5)
+  spec1 = bns.BNSSpec(num_fourier=3, symmetric=False)
+  assert bns.basis_features(spec1, dc, dr).shape == (2, 7)
+
+
+def test_spec_validation():
+  with pytest.raises(ValueError, match='dimension'):
+    bns.BNSSpec(dimension='colour')
+  with pytest.raises(ValueError, match='emission'):
+    bns.BNSSpec(emission='gauss')
+
+
+def test_wrapped_stable_density():
+  x = np.linspace(-np.pi, np.pi, 2001)[:-1]
+  cos = np.cos(x[:, None] * np.arange(1, 65))
+  for alpha, gamma in ((2.0, 0.3), (1.0, 0.2), (1.5, 0.5)):
+    dens = np.exp(bns._stable_log_density(jnp.asarray(cos, jnp.float32),
+                                          jnp.full(x.shape, gamma), jnp.full(x.shape, alpha)))
+    assert np.sum(dens) * (2 * np.pi / len(x)) == pytest.approx(1.0, abs=1e-3)
+  # alpha = 1 is the wrapped Cauchy with rho = exp(-gamma).
+  rho = np.exp(-0.2)
+  cauchy = (1 - rho**2) / (2 * np.pi * (1 + rho**2 - 2 * rho * np.cos(x)))
+  dens = np.exp(bns._stable_log_density(jnp.asarray(cos, jnp.float32), jnp.full(x.shape, 0.2),
+                                        jnp.full(x.shape, 1.0)))
+  np.testing.assert_allclose(dens, cauchy, rtol=2e-3)
+
+
+@pytest.fixture(scope='module')
+def recovered_fit():
+  table = simulated_table()
+  return bns.fit(jax.random.PRNGKey(1), table, bns.BNSSpec(num_fourier=6), num_steps=1500,
+                 num_samples=400)
+
+
+def test_swap_function_recovered_inside_band(recovered_fit):
+  d = np.pi / 4 * np.arange(1, 5)       # Every distance the 8-location grid produces.
+  f = np.asarray(recovered_fit.swap_logit(4, d, d))
+  lo, hi = np.quantile(f, [0.05, 0.95], axis=0)
+  true = np.asarray(TRUE_SWAP.swap_logit(d))
+  inside = (lo <= true) & (true <= hi)
+  assert inside.sum() >= 3, (lo, true, hi)
+  np.testing.assert_allclose(f.mean(0), true, atol=0.8)
+  # The fitted function falls with distance, as the true one does.
+  assert f.mean(0)[0] > f.mean(0)[2] + 1.0
+  s = recovered_fit.samples
+  assert np.quantile(s['guess_logit'], 0.02) < -2.5 < np.quantile(s['guess_logit'], 0.98)
+  assert np.quantile(s['kappa'], 0.02) < 10.0 < np.quantile(s['kappa'], 0.98)
+
+
+def test_save_load_round_trip_and_grid(recovered_fit, tmp_path):
+  directory = bns.save(recovered_fit, str(tmp_path / 'bns_fit'), config={'a': 1})
+  loaded = bns.load(directory)
+  assert loaded.spec == recovered_fit.spec and loaded.labels == recovered_fit.labels
+  for k, v in recovered_fit.samples.items():
+    np.testing.assert_array_equal(loaded.samples[k], v)
+  assert loaded.guide_params is not None and loaded.info['config'] == {'a': 1}
+  rows = bns.swap_function_grid(loaded, num_points=11)
+  assert len(rows) == 11 and set(rows[0]) == set(bns.SWAP_COLUMNS)
+  assert all(r['logit_lower'] <= r['logit_mean'] <= r['logit_upper'] for r in rows)
+  assert all(r['dimension'] == 'cue' and r['set_size'] == 4 for r in rows)
+  model = surrogate.load_response_model(str(tmp_path), 4)
+  assert model.num_draws == recovered_fit.num_samples
+  with pytest.raises(ValueError, match='set size 3'):
+    surrogate.load_response_model(str(tmp_path), 3)
+
+
+def test_cross_validation_prefers_true_structure():
+  table = simulated_table(seed=2, num_displays=1500)
+  folds = bns.make_folds(jax.random.PRNGKey(0), len(table), 2)
+  assert np.bincount(folds).tolist() == [750, 750]
+  lpd_cue = bns.cross_validate(jax.random.PRNGKey(3), table, bns.BNSSpec(dimension='cue'),
+                               folds, num_steps=800, num_samples=100)
+  lpd_rep = bns.cross_validate(jax.random.PRNGKey(3), table, bns.BNSSpec(dimension='report'),
+                               folds, num_steps=800, num_samples=100)
+  assert np.all(np.isfinite(lpd_cue))
+  # Swaps follow cue distance: the cue model predicts held-out trials better.
+  assert lpd_cue.sum() > lpd_rep.sum() + 5.0
+
+
+def test_nuts_small():
+  table = simulated_table(seed=4, num_displays=300, set_size=2)
+  fit = bns.fit(jax.random.PRNGKey(0), table, bns.BNSSpec(num_fourier=3), inference='nuts',
+                num_warmup=100, num_samples=100)
+  assert fit.samples['coef'].shape == (100, 1, 4)
+  assert np.all(np.isfinite(fit.samples['kappa'])) and fit.info['divergences'] < 10
+
+
+def test_torus_stable_subject_effects_run():
+  tables = [simulated_table(seed=5 + i, num_displays=200, set_size=n)
+            for i, n in enumerate((2, 4))]
+  for i, t in enumerate(tables):
+    object.__setattr__(t, 'subject', np.full(len(t), f's{i}', object))
+  table = data.concatenate(tables)
+  spec = bns.BNSSpec(dimension='torus', num_fourier=2, emission='wrapped_stable',
+                     subject_effects=True, stable_terms=32)
+  fit = bns.fit(jax.random.PRNGKey(0), table, spec, num_steps=200, num_samples=50)
+  assert fit.samples['gamma'].shape == (50, 4) and fit.samples['coef'].shape == (50, 2, 9)
+  rows = bns.swap_function_grid(fit, num_points=5)
+  assert {r['dimension'] for r in rows} == {'cue', 'report'} and len(rows) == 20

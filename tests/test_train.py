@@ -1,0 +1,94 @@
+"""Training end to end: train + evaluate, resume, NaN handling, config errors."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from rnn_behaviour import config_validation
+from rnn_behaviour import main as main_lib
+from rnn_behaviour import train
+
+
+def _params(state):
+  return [np.asarray(p) for p in jax.tree_util.tree_leaves(state.params)]
+
+
+def test_train_and_evaluate_end_to_end(tiny_config, tmp_path):
+  workdir = str(tmp_path / 'run')
+  main_lib.run(tiny_config, workdir, 'all')
+  metrics = train.read_metrics(workdir)
+  assert [m['step'] for m in metrics] == [1, 2, 3, 4]
+  assert all(np.isfinite(m['loss']) for m in metrics)
+  samples = np.load(os.path.join(workdir, 'eval', 'samples.npz'))
+  k, s, n = 8, 16, 2
+  expected = {'cue': (k, n), 'report': (k, n), 'cued': (k,), 'network': (k, s),
+              'surrogate': (k, s), 'weights': (k, n + 1)}
+  assert {name: samples[name].shape for name in expected} == expected
+  np.testing.assert_allclose(samples['weights'].sum(1), 1.0, rtol=1e-5)
+  assert np.all(np.abs(samples['network']) <= np.pi)
+  with open(os.path.join(workdir, 'eval', 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['trained_steps'] == 4
+  assert len(summary['swap_rate_by_cue_distance']['network']) == tiny_config.eval.num_cue_bins
+  for png in ('response_histograms.png', 'swap_rate_by_cue_distance.png', 'training_loss.png'):
+    assert os.path.getsize(os.path.join(workdir, 'eval', png)) > 1000
+
+
+def test_resume_continues_exactly(tiny_config, tmp_path):
+  tiny_config.train.num_steps = 6
+  full = train.train(tiny_config, str(tmp_path / 'full'))
+  # An interrupted run: it got as far as the checkpoint at step 4 and died before step 6.
+  interrupted = str(tmp_path / 'interrupted')
+  shutil.copytree(str(tmp_path / 'full'), interrupted)
+  shutil.rmtree(os.path.join(interrupted, train.CHECKPOINT_DIR, '6'))
+  resumed = train.train(tiny_config, interrupted)
+  assert int(resumed.step) == 6
+  for a, b in zip(_params(full), _params(resumed)):
+    np.testing.assert_array_equal(a, b)
+  assert [m['step'] for m in train.read_metrics(interrupted)] == [1, 2, 3, 4, 5, 6]
+  assert train.read_metrics(interrupted) [-1]['loss'] == train.read_metrics(
+      str(tmp_path / 'full'))[-1]['loss']
+
+
+def test_nan_stops_training_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
+  tiny_config.train.num_steps = 6
+  tiny_config.train.checkpoint_every = 1
+  tiny_config.train.warmup_steps = 0
+  tiny_config.train.grad_clip = 0.0
+  tiny_config.train.learning_rate = 1e30
+  workdir = str(tmp_path / 'nan')
+  with pytest.raises(FloatingPointError, match='last good checkpoint'):
+    train.train(tiny_config, workdir)
+  kept = sorted(int(s) for s in os.listdir(os.path.join(workdir, train.CHECKPOINT_DIR))
+                if s.isdigit())
+  assert kept, 'a good checkpoint should remain'
+  _, state = train.load_trained(tiny_config, workdir)
+  assert all(np.all(np.isfinite(p)) for p in _params(state))
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('train.displays_per_batch', -4, 'config.train.displays_per_batch must be a positive'),
+    ('model.num_units', 0, 'config.model.num_units must be a positive'),
+    ('diffusion.beta_max', 1.5, 'config.diffusion.beta_max must be in \\(0, 1\\)'),
+    ('diffusion.beta_min', 0.0, 'config.diffusion.beta_min must be in \\(0, 1\\)'),
+    ('model.cell', 'lstm', "config.model.cell must be one of \\('rate', 'dendritic'\\)"),
+    ('objective.name', 'magic', 'config.objective.name must be one of'),
+    ('task.cueing', 'colour', 'config.task.cueing must be one of'),
+    ('train.displays_per_chunk', 3, 'config.train.displays_per_chunk=3 must divide'),
+])
+def test_invalid_config_fails_before_compiling(tiny_config, tmp_path, field, value, message):
+  section, name = field.split('.')
+  tiny_config[section][name] = value
+  with pytest.raises(config_validation.ConfigError, match=message):
+    main_lib.run(tiny_config, str(tmp_path / 'bad'), 'all')
+  assert not os.path.exists(str(tmp_path / 'bad' / train.CHECKPOINT_DIR))
+
+
+def test_default_and_paper_configs_are_valid():
+  from rnn_behaviour.configs import default, paper
+  config_validation.validate(default.get_config())
+  config_validation.validate(paper.get_config())
