@@ -216,8 +216,9 @@ def test_swap_decoder_separable_and_shuffled():
 def test_swap_labels_and_folds():
   report = jnp.asarray([[0.0, 2.0], [1.0, -1.0]])
   responses = jnp.asarray([[0.2, 1.8, 3.0], [-0.8, 0.9, 1.2]])
-  got = decoding.swap_labels(responses, report, jnp.asarray([0, 0]))
-  np.testing.assert_array_equal(got, [[False, True, True], [True, False, False]])
+  displays = task.Displays(cue=jnp.zeros((2, 2)), report=report, cued=jnp.asarray([0, 1]))
+  got = decoding.swap_labels(responses, displays)
+  np.testing.assert_array_equal(got, [[False, True, True], [False, True, True]])
   folds = decoding.display_folds(jax.random.key(0), 11, 3, 5)
   assert np.all(np.ptp(np.asarray(folds), axis=1) == 0)
   assert set(np.unique(folds)) == set(range(5))

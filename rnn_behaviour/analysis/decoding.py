@@ -27,24 +27,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_behaviour import circular
+from rnn_behaviour import evaluate
+from rnn_behaviour import task as task_lib
 
 # ---------------------------------------------------------------------------------- labels
 
 
 @jax.jit
-def swap_labels(responses, report, cued):
-  """Whether each response is a swap: nearer (circularly) a non-target than the target.
+def swap_labels(responses, displays: task_lib.Displays):
+  """Whether each response is a swap: its nearest item (`evaluate.nearest_item`, the same
+  classification as the behavioural evaluation) is a non-target.
 
   Args:
     responses: (K, S) response angles.
-    report: (K, N) item report features.
-    cued: (K,) int target index.
+    displays: the K displays.
 
   Returns:
     (K, S) bool.
   """
-  distance = circular.circular_distance(responses[..., None], report[:, None, :])  # (K, S, N)
-  return jnp.argmin(distance, axis=-1) != cued[:, None]
+  return evaluate.nearest_item(responses, displays) != displays.cued[:, None]
 
 
 def stratified_folds(key, labels, num_folds: int):

@@ -92,7 +92,7 @@ def analyse(key, states, displays: task_lib.Displays, responses, epochs: task_li
                                               epoch_starts)
 
   # Setting up for failure: decode the coming swap from the pre-response states.
-  labels = decoding.swap_labels(jnp.asarray(responses), displays.report, displays.cued)
+  labels = decoding.swap_labels(jnp.asarray(responses), displays)
   num_swaps = int(labels.sum())
   pre = states[:before_response]
   if 0 < num_swaps < labels.size:
