@@ -126,7 +126,8 @@ def test_bootstrap_band_brackets_estimate_and_is_keyed():
   np.testing.assert_array_equal(first.samples, again.samples)
   assert first.band.shape == (2, 2) and first.samples.shape == (30, 2)
   assert np.all(first.band[0] <= first.band[1])
-  assert np.all(first.band[0] - 0.05 <= first.cosine) and np.all(first.cosine <= first.band[1] + 0.05)
+  assert np.all(first.band[0] - 0.05 <= first.cosine)
+  assert np.all(first.cosine <= first.band[1] + 0.05)
   assert np.all(first.band[1] - first.band[0] > 0)
 
 
@@ -223,8 +224,6 @@ def test_swap_labels_and_folds():
   assert np.all(np.ptp(np.asarray(folds), axis=1) == 0)
   assert set(np.unique(folds)) == set(range(5))
   labels = jnp.arange(50) < 10
-  strat = np.asarray(decoding.stratified_folds(jax.random.key(1), labels, 5))
-  assert np.all(np.bincount(strat[:10], minlength=5) == 2)
   shuffled = decoding.shuffle_within_displays(jax.random.key(2), labels.reshape(5, 10))
   np.testing.assert_array_equal(shuffled.sum(1), labels.reshape(5, 10).sum(1))
 

@@ -48,25 +48,6 @@ def swap_labels(responses, displays: task_lib.Displays):
   return evaluate.nearest_item(responses, displays) != displays.cued[:, None]
 
 
-def stratified_folds(key, labels, num_folds: int):
-  """Random fold index per trial, with each class spread evenly over the folds.
-
-  Args:
-    key: PRNG key.
-    labels: (m,) bool or int class labels.
-    num_folds: F.
-
-  Returns:
-    (m,) int32 in [0, F).
-  """
-  labels = jnp.asarray(labels).astype(jnp.int32)
-  noise = jax.random.uniform(key, labels.shape)
-  # Sorting by (class, random) and dealing folds round-robin splits every class evenly.
-  order = jnp.lexsort((noise, labels))
-  return jnp.zeros(labels.shape, jnp.int32).at[order].set(
-      jnp.arange(labels.shape[0], dtype=jnp.int32) % num_folds)
-
-
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def display_folds(key, num_displays: int, num_samples: int, num_folds: int):
   """(K, S) fold indices that keep all samples of a display in one fold (group k-fold)."""

@@ -16,6 +16,13 @@ and aligned once one of them is cued. We measure the alignment by the cosine bet
     span three dimensions together, it equals the 'pca3' cosine exactly (one principal angle is
     0, the other is the angle between the normals); it needs no 3-D projection.
 
+Bin means are least-squares marginal means of an additive model by default
+(`additive_bin_means`), not raw averages, because on the design grid items never share a bin
+and raw averages leak one item's code into the other's plane. Which displays feed each item's
+plane is the caller's choice (`masks`): P&B's cued-item comparison uses, for item i, the
+displays in which item i is cued (`displays_grid.cued_masks`). The alignment's time course is
+summarised by least-squares sigmoid and flat-line fits around the cue (`fit_around_cue`).
+
 Shapes: trajectories are time-major (T, K, S, n): time, displays, samples, units.
 """
 
@@ -131,9 +138,9 @@ def additive_bin_means(states, bins, num_bins: int, weights=None):
   when items never share a bin (the design grid), the raw mean of item 1's bin b averages item
   2 over the *other* bins only, so it carries -1/(B-1) of item 2's code for b, and each item's
   plane leaks into the other's (with B = 8, two orthogonal planes then read as cos ~ 0.08 by
-  'principal' and ~ 0.28 by 'pca3'). The additive fit weights the other item's bins equally instead,
-  which is what "averaged over the other item" means in a balanced design, and equals the raw
-  average when the design is a full factorial.
+  'principal' and ~ 0.28 by 'pca3'). The additive fit weights the other item's bins equally
+  instead, which is what "averaged over the other item" means in a balanced design, and equals
+  the raw average when the design is a full factorial.
 
   Args:
     states: (T, K, S, n) or (T, K, n) trajectories.
