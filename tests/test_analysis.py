@@ -190,6 +190,8 @@ def test_logistic_fit_reaches_the_optimum():
     return (jnp.mean(jax.nn.softplus(logits) - labels * logits)
             + 0.5 * l2 * jnp.sum(b[:-1]**2))
   np.testing.assert_allclose(jax.grad(loss)(coefficients), 0.0, atol=1e-5)
+  weights, bias = standardiser.fold_into(coefficients)
+  np.testing.assert_allclose(x @ weights + bias, z @ coefficients, rtol=1e-4, atol=1e-4)
 
 
 def _swap_dataset(seed=0, num_steps=4, num_displays=30, num_samples=10, units=6):

@@ -116,6 +116,15 @@ class Standardiser(NamedTuple):
     z = (x - self.mean) / self.scale
     return jnp.concatenate([z, jnp.ones(z.shape[:-1] + (1,), z.dtype)], axis=-1)
 
+  def fold_into(self, coefficients):
+    """(weights (d, ...), bias (...)) with x @ weights + bias == self(x) @ coefficients.
+
+    Applying a decoder to raw features this way never materialises a standardised copy of
+    them, which matters when one decoder is applied to every time step.
+    """
+    weights = coefficients[:-1] / self.scale.reshape((-1,) + (1,) * (coefficients.ndim - 1))
+    return weights, coefficients[-1] - jnp.tensordot(self.mean, weights, axes=1)
+
 
 def fit_standardiser(x, weights) -> Standardiser:
   """Weighted per-feature mean and SD of x (m, d). Standardising makes one L2 strength fit
@@ -355,7 +364,8 @@ def _cross_temporal(states, angles, folds, num_folds, l2, time_batch):
     def one_fold(fold):
       held_out = flat_folds == fold
       standardiser, coefficients = fit_ridge(xt, targets, (~held_out).astype(xt.dtype), l2)
-      predicted = standardiser(x) @ coefficients                        # (T, m, 2)
+      weights, bias = standardiser.fold_into(coefficients)
+      predicted = x @ weights + bias                                    # (T, m, 2)
       decoded = jnp.arctan2(predicted[..., 1], predicted[..., 0])
       diff = circular.wrap(decoded - truth)
       return (jnp.where(held_out, jnp.abs(diff), 0.0).sum(-1),
@@ -380,7 +390,7 @@ def cross_temporal_decoding(key, states, angles, *, num_folds: int = 5, l2: floa
     num_folds: F; at most K.
     l2: ridge strength on the per-trial-averaged squared error.
     time_batch: training times fitted at once; None: all; 'auto': as many as fit in
-      `MEMORY_BUDGET_BYTES` (about 4 num_folds T K S floats each).
+      `MEMORY_BUDGET_BYTES` (about 4 num_folds K S (n + 1 + 2 T) floats each).
 
   Returns:
     CrossTemporal with (T, T) matrices.
@@ -392,7 +402,8 @@ def cross_temporal_decoding(key, states, angles, *, num_folds: int = 5, l2: floa
   folds = display_folds(key, num_displays, num_samples, num_folds)
   if time_batch == 'auto':
     num_t = states.shape[0]
-    time_batch = auto_time_batch(
-        num_t, 4.0 * num_folds * num_t * num_displays * num_samples * states.dtype.itemsize)
+    units = states.shape[-1]
+    time_batch = auto_time_batch(num_t, 4.0 * num_folds * num_displays * num_samples
+                                 * (units + 1 + 2 * num_t) * states.dtype.itemsize)
   error, similarity = _cross_temporal(states, angles, folds, num_folds, l2, time_batch)
   return CrossTemporal(error=error, similarity=similarity)
