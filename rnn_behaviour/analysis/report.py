@@ -111,7 +111,8 @@ def analyse(key, states, displays: task_lib.Displays, responses, epochs: task_li
   cross = decoding.cross_temporal_decoding(key_ct, pre, displays.cued_report(),
                                            num_folds=num_folds)
   numbers['cross_temporal'] = dict(error=cross.error, similarity=cross.similarity)
-  figures['cross_temporal'] = plots.plot_cross_temporal(cross.error, epoch_starts)
+  figures['cross_temporal'] = plots.plot_cross_temporal(cross.error, epoch_starts, vmin=0.0,
+                                                        vmax=np.pi / 2)
 
   # PCA of the display-mean activity.
   mean_states = pre.mean(axis=2)
@@ -119,8 +120,11 @@ def analyse(key, states, displays: task_lib.Displays, responses, epochs: task_li
   numbers['pca'] = dict(explained=fitted.explained,
                         dimensions_for_90=int(np.searchsorted(
                             np.cumsum(np.asarray(fitted.explained)), 0.9) + 1))
-  figures['pca'] = plots.plot_pca(fitted.explained, dynamics.project(mean_states, fitted),
-                                  displays.cued_report(), epoch_starts)
+  # One trajectory per bin of the cued item's report feature keeps the picture readable.
+  cued_bins = displays_grid.angle_bins(displays.cued_report(), num_bins)
+  by_bin = planes.bin_means(dynamics.project(mean_states, fitted)[..., :3], cued_bins, num_bins)
+  figures['pca'] = plots.plot_pca(fitted.explained, by_bin, displays_grid.bin_centres(num_bins),
+                                  epoch_starts)
 
   # Fixed and slow points of the delay dynamics, started from visited delay states.
   if velocity is not None:
