@@ -49,7 +49,7 @@ def angle_bins(angles, num_bins: int):
   return jnp.clip(index, 0, num_bins - 1)
 
 
-def design_grid(num_bins: int, cue_features: Sequence[float] = (-np.pi / 2, np.pi / 2),
+def design_grid(num_bins: int, cue_features: Sequence[float] = (0.0, np.pi / 4),
                 allow_same_bin: bool = False) -> task_lib.Displays:
   """Two-item displays: every pair of report bins (bin centres), each item cued.
 
@@ -57,7 +57,9 @@ def design_grid(num_bins: int, cue_features: Sequence[float] = (-np.pi / 2, np.p
     num_bins: B, the number of report-feature bins.
     cue_features: (c_1, c_2), the items' cue features (radians), the same in every display.
       Fixing them keeps the cue-distance-dependent swap rate constant across the grid, so that
-      bin means differ only through the report features.
+      bin means differ only through the report features. The default puts the items on the
+      default 8-location grid at its minimum separation (pi/4), where swaps are most frequent,
+      which gives swap decoding the most positive trials.
     allow_same_bin: include pairs with b_1 == b_2 (two items of the same colour). Off by
       default: the task never shows identical report features.
 
