@@ -54,7 +54,8 @@ ANGLE_UNITS = ('radians', 'degrees')
 # since files written as [-pi, pi] exist, the Bays file among them).
 _ANGLE_RANGE = {'radians': (-np.pi, 2.0 * np.pi), 'degrees': (-180.0, 360.0)}
 _RANGE_TEXT = {'radians': '[-pi, 2*pi]', 'degrees': '[-180, 360]'}
-_RANGE_SLACK = 1e-9
+# float32 pi exceeds float64 pi by 8.7e-8; files written from float32 arrays must still load.
+_RANGE_SLACK = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,11 +185,13 @@ def from_displays(displays: task_lib.Displays, responses, subject: str = '',
     responses = responses[:, None]
   k, s = responses.shape
   rep = lambda a: np.repeat(np.asarray(a), s, axis=0)
-  return TrialTable(cue=rep(displays.cue).astype(np.float64),
-                    report=rep(displays.report).astype(np.float64),
+  # float32 angles can sit just below float64 -pi; re-wrap them in float64.
+  return TrialTable(cue=_wrap_exact(rep(displays.cue).astype(np.float64)),
+                    report=_wrap_exact(rep(displays.report).astype(np.float64)),
                     cued=rep(displays.cued).astype(np.int64),
                     set_size=np.full(k * s, displays.num_items, np.int64),
-                    response=responses.reshape(-1), subject=np.full(k * s, subject, object),
+                    response=_wrap_exact(responses.reshape(-1)),
+                    subject=np.full(k * s, subject, object),
                     condition=np.full(k * s, condition, object), source='simulated')
 
 
