@@ -143,8 +143,9 @@ def displays_from_config(key, num_displays: int, task_config) -> Displays:
 
 def input_sizes(num_items: int, num_tuning: int, cueing: str) -> tuple[int, int]:
   """(stimulus input size, cue input size)."""
-  cue_size = num_tuning if cueing == 'probe' else num_items
-  return num_tuning * num_tuning, cue_size
+  if cueing == 'probe':
+    return num_tuning * num_tuning, num_tuning
+  return num_items * num_tuning, num_items
 
 
 def stimulus_code(displays: Displays, num_tuning: int, concentration: float):
@@ -153,6 +154,14 @@ def stimulus_code(displays: Displays, num_tuning: int, concentration: float):
   report_code = circular.von_mises_code(displays.report, num_tuning, concentration)
   joint = jnp.einsum('knm,knl->kml', cue_code, report_code)
   return joint.reshape(displays.num_displays, num_tuning * num_tuning)
+
+
+def indexed_report_code(displays: Displays, num_tuning: int, concentration: float):
+  """Item j's report-feature code in input channel j, (K, N*M): what index cueing needs, since
+  an item's index must be visible in the stimulus for a cue by index to select it (as the
+  fixed upper and lower positions of Panichello & Buschman's task do)."""
+  code = circular.von_mises_code(displays.report, num_tuning, concentration)
+  return code.reshape(displays.num_displays, displays.num_items * num_tuning)
 
 
 def cue_code(displays: Displays, num_tuning: int, concentration: float, cueing: str):
@@ -168,9 +177,13 @@ def epoch_inputs(displays: Displays, num_tuning: int = 16, concentration: float 
                  cueing: str = 'probe') -> jnp.ndarray:
   """Inputs of each epoch, (num_epochs=5, K, stimulus_size + cue_size).
 
-  Stimulus epoch: the conjunctive stimulus code; cue epoch: the cue code; other epochs: zero.
+  Stimulus epoch: the conjunctive stimulus code (probe cueing) or the item-indexed report codes
+  (index cueing); cue epoch: the cue code; other epochs: zero.
   """
-  stim = stimulus_code(displays, num_tuning, concentration)
+  if cueing == 'probe':
+    stim = stimulus_code(displays, num_tuning, concentration)
+  else:
+    stim = indexed_report_code(displays, num_tuning, concentration)
   cue = cue_code(displays, num_tuning, concentration, cueing)
   zeros_stim, zeros_cue = jnp.zeros_like(stim), jnp.zeros_like(cue)
   per_epoch = {

@@ -66,21 +66,23 @@ def test_von_mises_code_peaks_at_preferred_angle():
   assert int(jnp.argmax(circular.von_mises_code(jnp.array(prefs[3] + 0.05), 16, 5.0))) == 3
 
 
-@pytest.mark.parametrize('cueing,cue_size', [('probe', 16), ('index', 2)])
-def test_epoch_inputs(cueing, cue_size):
+@pytest.mark.parametrize('cueing,stim_size,cue_size', [('probe', 256, 16), ('index', 32, 2)])
+def test_epoch_inputs(cueing, stim_size, cue_size):
   d = task.sample_displays(jax.random.key(4), 7, 2)
   inputs = task.epoch_inputs(d, 16, 5.0, cueing)
-  assert inputs.shape == (5, 7, 256 + cue_size)
-  assert task.input_sizes(2, 16, cueing) == (256, cue_size)
+  assert inputs.shape == (5, 7, stim_size + cue_size)
+  assert task.input_sizes(2, 16, cueing) == (stim_size, cue_size)
   stim, delay, cue, post_cue, response = inputs
-  assert float(jnp.abs(stim[:, 256:]).max()) == 0 and float(stim[:, :256].max()) > 0
+  assert float(jnp.abs(stim[:, stim_size:]).max()) == 0 and float(stim[:, :stim_size].max()) > 0
   for silent in (delay, post_cue, response):
     assert float(jnp.abs(silent).max()) == 0
-  assert float(jnp.abs(cue[:, :256]).max()) == 0
+  assert float(jnp.abs(cue[:, :stim_size]).max()) == 0
   if cueing == 'index':
-    np.testing.assert_array_equal(jnp.argmax(cue[:, 256:], -1), d.cued)
+    np.testing.assert_array_equal(jnp.argmax(cue[:, stim_size:], -1), d.cued)
+    # Item j's colour code sits in channel block j, so the index picks out its colour.
+    np.testing.assert_allclose(stim[:, 16:32], circular.von_mises_code(d.report[:, 1], 16, 5.0))
   else:
-    np.testing.assert_allclose(cue[:, 256:], circular.von_mises_code(d.cued_cue(), 16, 5.0))
+    np.testing.assert_allclose(cue[:, stim_size:], circular.von_mises_code(d.cued_cue(), 16, 5.0))
 
 
 def test_epochs():

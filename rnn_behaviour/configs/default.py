@@ -83,4 +83,14 @@ def get_config() -> ml_collections.ConfigDict:
       num_cue_bins=4,
       num_plot_displays=6,
   ))
+
+  # --mode=analyse: the network recorded on a grid of two-item displays (METHOD sec. 8).
+  config.analysis = ml_collections.ConfigDict(dict(
+      seed=7,
+      num_bins=8,                    # Report-feature bins per item.
+      samples_per_display=32,
+      num_bootstrap=100,
+      num_shuffles=20,
+      num_fixed_point_starts=64,
+  ))
   return config
