@@ -16,7 +16,7 @@ from rnn_behaviour import diffusion
 from rnn_behaviour import rnn
 from rnn_behaviour import task as task_lib
 
-OBJECTIVES = ('diffusion',)
+OBJECTIVES = ('diffusion', 'task_optimal', 'behaviour_mse', 'moment_matching')
 ONSETS = ('reset', 'regularise')
 
 LossFn = Callable[..., tuple[jnp.ndarray, dict]]
@@ -128,8 +128,90 @@ def make_diffusion_loss(config, network: rnn.Network) -> LossFn:
   return loss_fn
 
 
+def _free_run(network: rnn.Network, variables, batch: Batch, key, task_config, onset: str):
+  """The whole trial run freely (reparameterised noise): responses (K, S) and states."""
+  epoch_inputs = task_lib.epoch_inputs_from_config(batch.displays, task_config)
+  return network.sample(variables, epoch_inputs, key, batch.responses.shape[1], onset=onset,
+                        record=True)
+
+
+def make_readout_mse_loss(config, network: rnn.Network, target: str) -> LossFn:
+  """MSE of the free-running readout to a target point over the response epoch (METHOD 6).
+
+  target='task_optimal': the cued item's report feature, rho (cos r_k, sin r_k).
+  target='behaviour_mse': each sample's surrogate response, rho (cos y, sin y); the optimum is
+  the conditional mean, a single mode.
+  """
+  radius = config.diffusion.radius
+  state_weight = config.objective.state_weight
+
+  def loss_fn(params, constants, batch: Batch, key):
+    variables = {'params': params, 'constants': constants}
+    _, states = _free_run(network, variables, batch, key, config.task, config.diffusion.onset)
+    if target == 'task_optimal':
+      angle = jnp.broadcast_to(batch.displays.cued_report()[:, None], batch.responses.shape)
+    else:
+      angle = batch.responses
+    goal = diffusion.angle_to_point(angle, radius)
+    readout = network.readout(variables, states[network.epochs.trial_length:])
+    mse = jnp.mean(jnp.sum((readout - goal)**2, axis=-1))
+    state_sq = jnp.mean(states**2)
+    loss = mse + state_weight * state_sq
+    return loss, {'loss': loss, 'readout_mse': mse, 'state_sq': state_sq}
+
+  return loss_fn
+
+
+def trig_moments(angles):
+  """Per display (first axis), the mean of cos, sin, cos 2, sin 2 over samples: (K, 4)."""
+  return jnp.stack([jnp.mean(jnp.cos(angles), 1), jnp.mean(jnp.sin(angles), 1),
+                    jnp.mean(jnp.cos(2 * angles), 1), jnp.mean(jnp.sin(2 * angles), 1)], -1)
+
+
+def soft_swap_rate(angles, displays: task_lib.Displays, sharpness: float = 10.0):
+  """Differentiable swap rate: softmax over items of sharpness * cos(y - r_j), summed over
+  the non-targets and averaged over all responses."""
+  responsibility = jax.nn.softmax(sharpness * jnp.cos(angles[..., None]
+                                                      - displays.report[:, None, :]), axis=-1)
+  mask = task_lib.nontarget_mask(displays)[:, None, :]
+  return jnp.mean(jnp.sum(jnp.where(mask, responsibility, 0.0), axis=-1))
+
+
+def make_moment_matching_loss(config, network: rnn.Network) -> LossFn:
+  """Matches low-order statistics of free-running responses to the surrogate's (METHOD 6).
+
+  loss = mean_K ||m(net) - m(surrogate)||^2  (first and second trigonometric moments)
+         + (soft swap rate(net) - soft swap rate(surrogate))^2
+         + mean (|D x_final| - rho)^2 / rho^2   (keeps the readout on the response circle)
+  Gradients flow through the network's reparameterised noise.
+  """
+  radius = config.diffusion.radius
+  state_weight = config.objective.state_weight
+
+  def loss_fn(params, constants, batch: Batch, key):
+    variables = {'params': params, 'constants': constants}
+    responses, states = _free_run(network, variables, batch, key, config.task,
+                                  config.diffusion.onset)
+    moments = jnp.mean(jnp.sum((trig_moments(responses) - trig_moments(batch.responses))**2, -1))
+    swap = (soft_swap_rate(responses, batch.displays)
+            - soft_swap_rate(batch.responses, batch.displays))**2
+    norm = jnp.linalg.norm(network.readout(variables, states[-1]), axis=-1)
+    radial = jnp.mean((norm - radius)**2) / radius**2
+    state_sq = jnp.mean(states**2)
+    loss = moments + swap + radial + state_weight * state_sq
+    return loss, {'loss': loss, 'moments': moments, 'swap': swap, 'radial': radial,
+                  'state_sq': state_sq}
+
+  return loss_fn
+
+
 def make_loss_fn(config, network: rnn.Network) -> LossFn:
+  """The loss config.objective.name names."""
   name = config.objective.name
   if name == 'diffusion':
     return make_diffusion_loss(config, network)
+  if name in ('task_optimal', 'behaviour_mse'):
+    return make_readout_mse_loss(config, network, name)
+  if name == 'moment_matching':
+    return make_moment_matching_loss(config, network)
   raise ValueError(f'config.objective.name must be one of {OBJECTIVES}, got {name!r}')
