@@ -62,7 +62,7 @@ def run_case(case: str, repeats: int, overrides: str) -> dict:
   tx = train.make_optimizer(config.train)
   loss_fn = objectives.make_loss_fn(config, network)
   state = train.create_train_state(config, network, tx, jax.random.key(0))
-  behaviour_model = source.response_model_from_config(config)
+  behaviour_model = source.training_model_from_config(config)
   sample_batch = jax.jit(lambda k: objectives.sample_batch(k, config, behaviour_model))
   step = jax.jit(train.make_train_step(loss_fn, tx, train._num_chunks(config.train)),  # pylint: disable=protected-access
                  donate_argnums=(0,))

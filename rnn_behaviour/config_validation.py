@@ -100,6 +100,7 @@ def validate(config) -> None:
   _check(c, 'objective.name', _one_of(objectives.OBJECTIVES), f'one of {objectives.OBJECTIVES}')
   _check(c, 'objective.state_weight', _nonnegative, 'non-negative')
   _check(c, 'behaviour.source', _one_of(source.SOURCES), f'one of {source.SOURCES}')
+  _check(c, 'behaviour.signature', _one_of(source.SIGNATURES), f'one of {source.SIGNATURES}')
   _check(c, 'behaviour.swap_kind', _one_of(parametric.SWAP_KINDS),
          f'one of {parametric.SWAP_KINDS}')
   _check(c, 'behaviour.swap_width', _positive, 'positive')
@@ -107,6 +108,7 @@ def validate(config) -> None:
   _check(c, 'behaviour.guess_logit', _finite, 'finite')
   _check(c, 'behaviour.kappa', _positive, 'positive')
   _check(c, 'train.learning_rate', _positive, 'positive')
+  _check(c, 'eval.kde_concentration', _positive, 'positive')
   _check(c, 'train.grad_clip', _nonnegative, 'non-negative (0 disables clipping)')
   chunk = c.train.displays_per_chunk
   if chunk and c.train.displays_per_batch % chunk:

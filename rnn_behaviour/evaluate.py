@@ -99,6 +99,48 @@ def circular_energy_distance(x, y):
   return mean_pairwise(x, y) - 0.5 * (mean_pairwise(x, x) + mean_pairwise(y, y))
 
 
+def kde_log_likelihood(samples, observed, concentration: float):
+  """Mean log-likelihood of observations under a von Mises kernel density of samples.
+
+  p_k(y) = mean_s vM(y; samples_ks, concentration), a proper density on the circle for each
+  display k. Returns mean_k log p_k(observed_k).
+
+  Args:
+    samples: (K, S) angles, e.g. a network's responses on K displays.
+    observed: (K,) angles, one held-out response per display.
+    concentration: the kernel's kappa (larger: narrower).
+  """
+  log_kernel = circular.log_von_mises(observed[:, None], samples, concentration)
+  log_density = jax.scipy.special.logsumexp(log_kernel, axis=1) - jnp.log(samples.shape[1])
+  return float(jnp.mean(log_density))
+
+
+def mixture_summary(displays: task_lib.Displays, responses) -> dict:
+  """Three-component mixture (Bays et al. 2009) fitted to all responses on the displays."""
+  from rnn_behaviour.behaviour import data as data_lib  # pylint: disable=g-import-not-at-top
+  from rnn_behaviour.behaviour import mixture  # pylint: disable=g-import-not-at-top
+  row = mixture.fit(data_lib.from_displays(displays, responses), 'three_component').rows()[0]
+  return {k: row[k] for k in ('kappa', 'sd', 'p_t', 'p_n', 'p_u')}
+
+
+def heldout_observations(config, workdir: str, key, target_model, displays):
+  """One held-out response per display to score densities with: real trials of the config's
+  data set (set size = config.task.num_items) when it names one, else a fresh surrogate draw.
+
+  Returns (displays, observed (K,), description).
+  """
+  if 'data' in config and config.data.get('path'):
+    from rnn_behaviour.behaviour import data as data_lib  # pylint: disable=g-import-not-at-top
+    table = data_lib.load(config.data)
+    keep = np.flatnonzero(table.set_size == config.task.num_items)
+    if keep.size:
+      table = table.take(keep)
+      real = table.displays()
+      return real, jnp.asarray(table.response, jnp.float32), f'{keep.size} real trials'
+  del workdir
+  return displays, target_model.sample_responses(key, displays, 1)[:, 0], 'surrogate draws'
+
+
 def summarise(displays: task_lib.Displays, network, surrogate, surrogate_reference, weights,
               edges) -> dict:
   """The evaluation summary (a JSON-able dict) from samples of the network and the model."""
@@ -159,7 +201,7 @@ def evaluate(config, workdir: str) -> dict:
   from rnn_behaviour import train
 
   network, state = train.load_trained(config, workdir)
-  behaviour_model = source.response_model_from_config(config, workdir)
+  behaviour_model = source.target_model_from_config(config, workdir)
   c = config.eval
   key_displays, key_network, key_surrogate, key_reference = jax.random.split(
       jax.random.key(c.seed), 4)
@@ -173,6 +215,20 @@ def evaluate(config, workdir: str) -> dict:
   edges = cue_bin_edges(c.num_cue_bins, config.task.min_separation_cue)
   summary = summarise(displays, network_responses, surrogate, reference, weights, edges)
   summary['trained_steps'] = int(state.step)
+  summary['mixture_fit'] = {'network': mixture_summary(displays, network_responses),
+                            'truth': mixture_summary(displays, surrogate)}
+  summary['guess_rate'] = {name: fit['p_u'] for name, fit in summary['mixture_fit'].items()}
+  key_heldout, key_heldout_net, key_heldout_sur = jax.random.split(jax.random.fold_in(
+      jax.random.key(c.seed), 1), 3)
+  held_displays, observed, description = heldout_observations(
+      config, workdir, key_heldout, behaviour_model, displays)
+  held_network = sample_network(network, state.variables, held_displays, config.task,
+                                key_heldout_net, c.samples_per_display, config.diffusion.onset)
+  held_model = sample(key_heldout_sur, held_displays, c.samples_per_display)
+  summary['heldout_loglik'] = {
+      'observations': description, 'kde_concentration': c.kde_concentration,
+      'network': kde_log_likelihood(held_network, observed, c.kde_concentration),
+      'behaviour_model': kde_log_likelihood(held_model, observed, c.kde_concentration)}
 
   out = os.path.join(workdir, EVAL_DIR)
   os.makedirs(out, exist_ok=True)

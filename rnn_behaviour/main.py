@@ -12,36 +12,13 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from rnn_behaviour import config_validation
-from rnn_behaviour import evaluate
-from rnn_behaviour import train
-
-MODES = ('train', 'evaluate', 'all', 'fit_behaviour', 'analyse')
+from rnn_behaviour import modes
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, evaluations, plots.')
-flags.DEFINE_enum('mode', 'all', MODES, 'What to run.')
+flags.DEFINE_enum('mode', 'all', modes.MODES, 'What to run.')
 config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
-
-
-def run(config, workdir: str, mode: str) -> None:
-  """Runs a mode on a workdir; `all` fits behaviour first when the config trains on a fit."""
-  if mode == 'fit_behaviour' or (mode == 'all' and config.behaviour.source == 'bns'
-                                 and not config.behaviour.fit):
-    from rnn_behaviour.behaviour import pipeline  # pylint: disable=g-import-not-at-top
-    pipeline.fit_behaviour(config, workdir)
-    if mode == 'fit_behaviour':
-      return
-  if mode == 'analyse':
-    from rnn_behaviour.analysis import run_analysis  # pylint: disable=g-import-not-at-top
-    run_analysis.analyse(config, workdir)
-    return
-  config_validation.validate(config)
-  if mode in ('train', 'all'):
-    train.train(config, workdir)
-  if mode in ('evaluate', 'all'):
-    evaluate.evaluate(config, workdir)
 
 
 class _QuietLibraries(logging.logging.Filter):
@@ -56,7 +33,7 @@ def main(argv):
     raise app.UsageError('Too many command-line arguments.')
   logging.get_absl_handler().python_handler.addFilter(_QuietLibraries())
   logging.info('JAX devices: %s', jax.devices())
-  run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
+  modes.run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
 
 
 if __name__ == '__main__':

@@ -179,7 +179,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   save_config(config, workdir)
   init_key, data_key, noise_key = root_keys(config.seed)
   network = rnn.make_network(config)
-  behaviour_model = source.response_model_from_config(config, workdir)
+  behaviour_model = source.training_model_from_config(config, workdir)
   tx = make_optimizer(config.train)
   loss_fn = objectives.make_loss_fn(config, network)
   state = create_train_state(config, network, tx, init_key)

@@ -3,7 +3,7 @@
 import json
 import os
 
-from rnn_behaviour import main as main_lib
+from rnn_behaviour import modes
 
 
 def test_analyse_mode_writes_numbers_and_figures(tiny_config, tmp_path):
@@ -13,8 +13,8 @@ def test_analyse_mode_writes_numbers_and_figures(tiny_config, tmp_path):
   tiny_config.analysis.num_shuffles = 2
   tiny_config.analysis.num_fixed_point_starts = 4
   workdir = str(tmp_path / 'run')
-  main_lib.run(tiny_config, workdir, 'train')
-  main_lib.run(tiny_config, workdir, 'analyse')
+  modes.run(tiny_config, workdir, 'train')
+  modes.run(tiny_config, workdir, 'analyse')
   folder = os.path.join(workdir, 'analysis')
   with open(os.path.join(folder, 'analysis.json')) as f:
     numbers = json.load(f)

@@ -64,3 +64,26 @@ def test_mixture_log_density_normalises():
   dens = jnp.exp(responses.mixture_log_density(jnp.broadcast_to(grid, (3, 2000)), w,
                                                d.report, 8.0))
   np.testing.assert_allclose(dens.mean(axis=1) * 2 * np.pi, 1.0, rtol=1e-4)
+
+
+@pytest.mark.parametrize('signature', ['no_swaps', 'flat'])
+def test_limited_signatures(tiny_config, signature):
+  from rnn_behaviour.behaviour import source
+  tiny_config.behaviour.swap_bias = 0.0
+  tiny_config.behaviour.kappa = 2000.0
+  tiny_config.behaviour.guess_logit = -30.0
+  full = source.target_model_from_config(tiny_config)
+  tiny_config.behaviour.signature = signature
+  limited = source.training_model_from_config(tiny_config)
+  d = task.displays_from_config(jax.random.key(0), 256, tiny_config.task)
+  freq = evaluate.item_frequencies(limited.sample_responses(jax.random.key(1), d, 400), d)
+  swap = np.asarray(jnp.sum(jnp.where(task.nontarget_mask(d), freq, 0.0), axis=1))
+  true_rate = source.remembered_nontarget_rate(full, d)
+  if signature == 'no_swaps':
+    assert swap.max() == 0.0
+  else:
+    # The same mean rate as the full behaviour, but no dependence on cue distance.
+    np.testing.assert_allclose(swap.mean(), true_rate, atol=0.01)
+    near = np.asarray(task.cue_distances(d).max(axis=1) < 1.0)
+    assert abs(swap[near].mean() - swap[~near].mean()) < 0.03
+  np.testing.assert_allclose(limited.mixture_weights(d).sum(1), 1.0, rtol=1e-5)

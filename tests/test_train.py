@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rnn_behaviour import config_validation
-from rnn_behaviour import main as main_lib
+from rnn_behaviour import modes
 from rnn_behaviour import train
 
 
@@ -19,7 +19,7 @@ def _params(state):
 
 def test_train_and_evaluate_end_to_end(tiny_config, tmp_path):
   workdir = str(tmp_path / 'run')
-  main_lib.run(tiny_config, workdir, 'all')
+  modes.run(tiny_config, workdir, 'all')
   metrics = train.read_metrics(workdir)
   assert [m['step'] for m in metrics] == [1, 2, 3, 4]
   assert all(np.isfinite(m['loss']) for m in metrics)
@@ -84,7 +84,7 @@ def test_invalid_config_fails_before_compiling(tiny_config, tmp_path, field, val
   section, name = field.split('.')
   tiny_config[section][name] = value
   with pytest.raises(config_validation.ConfigError, match=message):
-    main_lib.run(tiny_config, str(tmp_path / 'bad'), 'all')
+    modes.run(tiny_config, str(tmp_path / 'bad'), 'all')
   assert not os.path.exists(str(tmp_path / 'bad' / train.CHECKPOINT_DIR))
 
 

@@ -33,6 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
       guess_logit=-3.0,
       kappa=8.0,
       fit='',                        # Workdir of a behavioural fit when source='bns'.
+      signature='full',              # Train on 'full' behaviour, or a limited signature:
+                                     # 'no_swaps', or 'flat' (the mean swap rate everywhere).
   ))
 
   config.model = ml_collections.ConfigDict(dict(
@@ -82,6 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
       samples_per_display=256,
       num_cue_bins=4,
       num_plot_displays=6,
+      kde_concentration=20.0,        # Von Mises kernel for held-out log-likelihoods.
   ))
 
   # --mode=analyse: the network recorded on a grid of two-item displays (METHOD sec. 8).

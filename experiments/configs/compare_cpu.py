@@ -1,0 +1,27 @@
+"""The objectives comparison sized for a 2-core CPU (about an hour for 6 objectives x 3 seeds).
+
+Target behaviour: BNS fitted to Bays et al. (2009), set size 2, on the 8-location grid.
+"""
+
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.base = 'bays2009_pipeline'     # A config module under rnn_behaviour/configs.
+  config.seeds = [0, 1, 2]
+  # name -> (objective, training signature)
+  config.objectives = ml_collections.ConfigDict({
+      'diffusion': ('diffusion', 'full'),
+      'task_optimal': ('task_optimal', 'full'),
+      'behaviour_mse': ('behaviour_mse', 'full'),
+      'moment_matching': ('moment_matching', 'full'),
+      'diffusion_no_swaps': ('diffusion', 'no_swaps'),
+      'diffusion_flat': ('diffusion', 'flat'),
+  })
+  # Overrides applied to every run (same budget for all objectives).
+  config.overrides = ml_collections.ConfigDict({
+      'train': {'num_steps': 2000, 'checkpoint_every': 500},
+      'eval': {'num_displays': 128, 'samples_per_display': 128},
+  })
+  return config

@@ -1,0 +1,144 @@
+"""Judging objectives head to head: same budget, seeds and target behaviour (METHOD 6-7).
+
+`compare(comparison, workdir)` trains and evaluates one run per objective and seed
+(`workdir/<objective>/seed_<s>/`, each resumable), then writes `comparison.csv` (objective, seed,
+swap_curve_error, distance_ratio, circ_sd_error, heldout_loglik), `comparison.md` (mean and
+s.e.m. over seeds) and `comparison.png`. With a BNS target the behaviour is fitted once into
+`workdir/behaviour/` and shared by every run. Runs already finished are not repeated.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import os
+
+from absl import logging
+import numpy as np
+
+from rnn_behaviour import modes
+
+COLUMNS = ('objective', 'seed', 'swap_curve_error', 'distance_ratio', 'circ_sd_error',
+           'heldout_loglik')
+
+
+def _merge(config, overrides) -> None:
+  """Writes a nested dict of overrides into a config, in place."""
+  for key, value in overrides.items():
+    if hasattr(value, 'items'):
+      _merge(config[key], value)
+    else:
+      config[key] = value
+
+
+def run_config(comparison, name: str, seed: int, behaviour_dir: str):
+  """The training config of one objective and seed."""
+  objective, signature = comparison.objectives[name]
+  config = importlib.import_module(f'rnn_behaviour.configs.{comparison.base}').get_config()
+  _merge(config, comparison.overrides)
+  config.seed = int(seed)
+  config.objective.name = objective
+  config.behaviour.signature = signature
+  if config.behaviour.source == 'bns' and not config.behaviour.fit:
+    config.behaviour.fit = behaviour_dir
+  return config
+
+
+def row_from_summary(name: str, seed: int, summary: dict) -> dict:
+  """The comparison columns of one evaluation summary."""
+  bins = summary['swap_rate_by_cue_distance']
+  net, truth = np.array(bins['network'], float), np.array(bins['truth'], float)
+  valid = ~np.isnan(truth) & ~np.isnan(net)
+  sd = summary['circular_sd_around_target']
+  return dict(objective=name, seed=seed,
+              swap_curve_error=float(np.mean(np.abs(net - truth)[valid])),
+              distance_ratio=summary['energy_distance']['ratio_to_floor'],
+              circ_sd_error=abs(sd['network'] - sd['truth']),
+              heldout_loglik=summary['heldout_loglik']['network'])
+
+
+def markdown_table(rows: list[dict]) -> str:
+  """Mean +- s.e.m. over seeds per objective."""
+  names = list(dict.fromkeys(r['objective'] for r in rows))
+  metrics = COLUMNS[2:]
+  lines = ['| objective | seeds | ' + ' | '.join(metrics) + ' |',
+           '| --- | --- | ' + ' | '.join('---' for _ in metrics) + ' |']
+  for name in names:
+    mine = [r for r in rows if r['objective'] == name]
+    cells = []
+    for m in metrics:
+      v = np.array([r[m] for r in mine], float)
+      sem = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float('nan')
+      cells.append(f'{v.mean():.3f} ± {sem:.3f}')
+    lines.append(f'| {name} | {len(mine)} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def plot(rows: list[dict], curves: dict, path: str):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  names = list(dict.fromkeys(r['objective'] for r in rows))
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  for i, metric in enumerate(('swap_curve_error', 'distance_ratio')):
+    ax = axes[i]
+    for j, name in enumerate(names):
+      v = [r[metric] for r in rows if r['objective'] == name]
+      ax.scatter(np.full(len(v), j), v, color=f'C{j}')
+      ax.plot([j - 0.2, j + 0.2], [np.mean(v)] * 2, color='k')
+    ax.set_xticks(range(len(names)), names, rotation=30, ha='right', fontsize=8)
+    ax.set_ylabel(metric)
+    if metric == 'distance_ratio':
+      ax.set_yscale('log')
+  ax = axes[2]
+  for j, name in enumerate(names):
+    centres, rates = curves[name]
+    ax.plot(centres, np.nanmean(rates, axis=0), 'o-', color=f'C{j}', label=name)
+  truth = curves['__truth__']
+  ax.plot(truth[0], truth[1], 'k--', lw=2, label='truth')
+  ax.set_xlabel('cue distance of non-target (rad)')
+  ax.set_ylabel('swap rate (mean over seeds)')
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def compare(comparison, workdir: str) -> list[dict]:
+  os.makedirs(workdir, exist_ok=True)
+  behaviour_dir = os.path.join(workdir, 'behaviour')
+  rows, curves = [], {}
+  for name in comparison.objectives:
+    for seed in comparison.seeds:
+      config = run_config(comparison, name, seed, behaviour_dir)
+      if config.behaviour.source == 'bns' and not os.path.isdir(behaviour_dir):
+        from rnn_behaviour.behaviour import pipeline  # pylint: disable=g-import-not-at-top
+        pipeline.fit_behaviour(config, workdir)
+      run_dir = os.path.join(workdir, name, f'seed_{seed}')
+      summary_path = os.path.join(run_dir, 'eval', 'summary.json')
+      done = False
+      if os.path.exists(summary_path):
+        with open(summary_path) as f:
+          done = json.load(f).get('trained_steps') == config.train.num_steps
+      if not done:
+        logging.info('Running %s seed %d in %s', name, seed, run_dir)
+        modes.run(config, run_dir, 'all')
+      with open(summary_path) as f:
+        summary = json.load(f)
+      rows.append(row_from_summary(name, seed, summary))
+      bins = summary['swap_rate_by_cue_distance']
+      centres = summary['cue_distance_bins']['centres']
+      curves.setdefault(name, (centres, []))[1].append(bins['network'])
+      curves['__truth__'] = (centres, bins['truth'])
+  with open(os.path.join(workdir, 'comparison.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+  table = markdown_table(rows)
+  with open(os.path.join(workdir, 'comparison.md'), 'w') as f:
+    f.write(table)
+  plot(rows, {k: (c, np.array(r, float)) if k != '__truth__' else (c, r)
+              for k, (c, r) in curves.items()}, os.path.join(workdir, 'comparison.png'))
+  logging.info('Comparison:\n%s', table)
+  return rows

@@ -1,0 +1,30 @@
+"""What each `--mode` of the entry point does, as a library call (no flags here)."""
+
+from __future__ import annotations
+
+from rnn_behaviour import config_validation
+from rnn_behaviour import evaluate
+from rnn_behaviour import train
+
+MODES = ('train', 'evaluate', 'all', 'fit_behaviour', 'analyse')
+
+
+def run(config, workdir: str, mode: str) -> None:
+  """Runs a mode on a workdir; `all` fits behaviour first when the config trains on a fit."""
+  if mode not in MODES:
+    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+  if mode == 'fit_behaviour' or (mode == 'all' and config.behaviour.source == 'bns'
+                                 and not config.behaviour.fit):
+    from rnn_behaviour.behaviour import pipeline  # pylint: disable=g-import-not-at-top
+    pipeline.fit_behaviour(config, workdir)
+    if mode == 'fit_behaviour':
+      return
+  config_validation.validate(config)
+  if mode == 'analyse':
+    from rnn_behaviour.analysis import run_analysis  # pylint: disable=g-import-not-at-top
+    run_analysis.analyse(config, workdir)
+    return
+  if mode in ('train', 'all'):
+    train.train(config, workdir)
+  if mode in ('evaluate', 'all'):
+    evaluate.evaluate(config, workdir)
