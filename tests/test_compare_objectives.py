@@ -6,13 +6,16 @@ import os
 import ml_collections
 
 from rnn_behaviour import comparison
+from rnn_behaviour.analysis import run_analysis
 from tests import conftest
 
 
-def test_compare_objectives_writes_table(tmp_path):
+def test_compare_objectives_then_mechanisms(tmp_path):
   tiny = conftest.make_tiny_config()
   overrides = {section: tiny[section].to_dict()
                for section in ('task', 'model', 'diffusion', 'train', 'eval')}
+  overrides['analysis'] = dict(num_bins=4, samples_per_display=4, num_bootstrap=4,
+                               num_shuffles=2, num_fixed_point_starts=4)
   spec = ml_collections.ConfigDict(dict(
       base='default', seeds=[0],
       objectives={'moment_matching': ('moment_matching', 'full'),
@@ -28,3 +31,9 @@ def test_compare_objectives_writes_table(tmp_path):
   assert '| moment_matching | 1 |' in (tmp_path / 'comparison.md').read_text()
   # A finished run is not repeated: a second call reads the same summaries back.
   assert comparison.compare(spec, str(tmp_path)) == rows
+  # The mechanisms table over the same runs.
+  mechanisms = run_analysis.analyse_comparison(str(tmp_path))
+  assert sorted(r['objective'] for r in mechanisms) == ['diffusion_flat', 'moment_matching']
+  with open(tmp_path / 'mechanisms.csv') as f:
+    assert list(next(csv.DictReader(f))) == list(run_analysis.MECHANISM_COLUMNS)
+  assert (tmp_path / 'mechanisms.md').read_text().count('\n') == 4

@@ -73,3 +73,54 @@ def analyse(config, workdir: str) -> dict:
   paths = report.write_report(os.path.join(workdir, ANALYSIS_DIR), numbers, figures)
   logging.info('Analysis written: %s; summary %s', ', '.join(paths), numbers['summary'])
   return numbers
+
+
+def load_run_config(run_dir: str):
+  """The resolved config a training run saved in its workdir."""
+  import json  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  path = os.path.join(run_dir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path}: not a training workdir (no config.json)')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+MECHANISM_COLUMNS = ('objective', 'seed') + report.SUMMARY_COLUMNS
+
+
+def analyse_comparison(workdir: str) -> list[dict]:
+  """Analyses every run of an objectives comparison (`workdir/<objective>/seed_<s>/`) and writes
+  `mechanisms.csv` and `mechanisms.md` into `workdir`. Runs analysed before are read back."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  rows = []
+  for objective in sorted(os.listdir(workdir)):
+    folder = os.path.join(workdir, objective)
+    if not os.path.isdir(folder):
+      continue
+    for run in sorted(os.listdir(folder)):
+      run_dir = os.path.join(folder, run)
+      if not (run.startswith('seed_') and os.path.exists(os.path.join(run_dir, 'config.json'))):
+        continue
+      result = os.path.join(run_dir, ANALYSIS_DIR, 'analysis.json')
+      if os.path.exists(result):
+        with open(result) as f:
+          summary = json.load(f)['summary']
+      else:
+        summary = analyse(load_run_config(run_dir), run_dir)['summary']
+      rows.append(dict(objective=objective, seed=int(run[len('seed_'):]), **summary))
+  if not rows:
+    raise FileNotFoundError(f'no trained runs (<objective>/seed_<s>/) under {workdir}')
+  with open(os.path.join(workdir, 'mechanisms.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=MECHANISM_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+  fmt = lambda v: 'n/a' if v is None else f'{v:.3f}'
+  lines = ['| ' + ' | '.join(MECHANISM_COLUMNS) + ' |',
+           '|' + ' --- |' * len(MECHANISM_COLUMNS)]
+  lines += ['| ' + ' | '.join([r['objective'], str(r['seed'])]
+                              + [fmt(r[c]) for c in report.SUMMARY_COLUMNS]) + ' |' for r in rows]
+  with open(os.path.join(workdir, 'mechanisms.md'), 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  return rows
