@@ -44,7 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
       num_branches=10,               # Dendritic cell: first-level branches per unit ...
       num_subbranches=10,            # ... and leaves per branch.
       alpha=0.1,                     # dt / tau.
-      trial_noise=-1.0,              # State noise s.d. in trial epochs; <0: sqrt(btilde_T).
+      trial_noise=0.05,              # State noise s.d. in trial epochs; <0: sqrt(btilde_T)
+                                     # (about 0.55, the paper's; it slows learning on a CPU).
       time_embedding_size=16,        # Sinusoidal embedding of the diffusion step.
   ))
 
@@ -65,16 +66,16 @@ def get_config() -> ml_collections.ConfigDict:
   ))
 
   config.train = ml_collections.ConfigDict(dict(
-      num_steps=1500,
-      displays_per_batch=32,
-      samples_per_display=32,
-      learning_rate=3e-3,
-      warmup_steps=50,
+      num_steps=10000,
+      displays_per_batch=64,
+      samples_per_display=16,
+      learning_rate=1e-2,
+      warmup_steps=200,
       grad_clip=1.0,
       displays_per_chunk=0,          # >0: accumulate gradients over chunks of displays.
       remat=True,                    # Recompute the scan body in the backward pass.
-      log_every=50,
-      checkpoint_every=250,
+      log_every=100,
+      checkpoint_every=1000,
       keep_checkpoints=3,
   ))
 
