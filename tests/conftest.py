@@ -20,6 +20,7 @@ def make_tiny_config():
   config.task.epochs.post_cue = 1
   config.task.num_tuning = 8
   config.model.num_units = 8
+  config.model.trial_noise = -1.0    # The paper's trial noise, so every noise path runs.
   config.model.num_branches = 2
   config.model.num_subbranches = 3
   config.diffusion.num_steps = 6
