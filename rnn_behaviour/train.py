@@ -96,14 +96,13 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
       (_, metrics), grads = grad_fn(params, constants, chunk, k)
       return jax.tree_util.tree_map(jnp.add, total, (grads, metrics)), None
 
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    _, metric_shapes = jax.eval_shape(grad_fn, params, constants,
-                                      _split_chunks(batch, num_chunks), key)[0]
-    zero_metrics = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape[1:], s.dtype),
-                                          metric_shapes)
+    chunks = _split_chunks(batch, num_chunks)
+    first_chunk = jax.tree_util.tree_map(lambda a: a[0], chunks)
+    _, metric_shapes = jax.eval_shape(grad_fn, params, constants, first_chunk, key)[0]
+    zeros = (jax.tree_util.tree_map(jnp.zeros_like, params),
+             jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes))
     keys = jax.random.split(key, num_chunks)
-    total, _ = jax.lax.scan(accumulate, (zeros, zero_metrics),
-                            (_split_chunks(batch, num_chunks), keys))
+    total, _ = jax.lax.scan(accumulate, zeros, (chunks, keys))
     return jax.tree_util.tree_map(lambda a: a / num_chunks, total)
 
   def train_step(state: TrainState, batch, key):

@@ -92,3 +92,29 @@ def test_default_and_paper_configs_are_valid():
   from rnn_behaviour.configs import default, paper
   config_validation.validate(default.get_config())
   config_validation.validate(paper.get_config())
+
+
+def test_chunked_step_averages_per_chunk_gradients(tiny_config):
+  from rnn_behaviour import objectives, rnn
+  from rnn_behaviour.behaviour import parametric
+  network = rnn.make_network(tiny_config)
+  tx = train.make_optimizer(tiny_config.train)
+  state = train.create_train_state(tiny_config, network, tx, jax.random.key(0))
+  loss_fn = objectives.make_loss_fn(tiny_config, network)
+  batch = objectives.sample_batch(jax.random.key(1), tiny_config,
+                                  parametric.from_config(tiny_config.behaviour))
+  key = jax.random.key(2)
+  step = jax.jit(train.make_train_step(loss_fn, tx, num_chunks=2))
+  new_state, metrics = step(state, batch, key)
+  # By hand: each half of the displays with its own key, gradients and metrics averaged.
+  keys = jax.random.split(key, 2)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  halves = [jax.tree_util.tree_map(lambda a, i=i: a[2 * i:2 * i + 2], batch) for i in range(2)]
+  results = [grad_fn(state.params, state.constants, h, k) for h, k in zip(halves, keys)]
+  mean_grads = jax.tree_util.tree_map(lambda a, b: (a + b) / 2, results[0][1], results[1][1])
+  updates, _ = tx.update(mean_grads, state.opt_state, state.params)
+  import optax
+  expected = optax.apply_updates(state.params, updates)
+  for a, b in zip(jax.tree_util.tree_leaves(new_state.params), jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(metrics['loss'], (results[0][0][0] + results[1][0][0]) / 2, rtol=1e-5)
