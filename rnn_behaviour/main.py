@@ -31,7 +31,8 @@ class _QuietLibraries(logging.logging.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
-  logging.get_absl_handler().python_handler.addFilter(_QuietLibraries())
+  # A logger filter: the absl handler's emit() bypasses handler-level filters.
+  logging.get_absl_logger().addFilter(_QuietLibraries())
   logging.info('JAX devices: %s', jax.devices())
   modes.run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
 
