@@ -224,9 +224,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
                 'steps_per_s': rate}
       with open(metrics_path, 'a') as f:
         f.write(json.dumps(record) + '\n')
-      logging.info('step %d/%d  loss %.5f  denoise %.5f  grad_norm %.3f  %.2f steps/s',
-                   done, c.num_steps, record['loss'], record.get('denoise', float('nan')),
-                   record['grad_norm'], rate)
+      parts = '  '.join(f'{k} {float(v):.5g}' for k, v in sorted(metrics.items()))
+      logging.info('step %d/%d  %s  %.2f steps/s', done, c.num_steps, parts, rate)
     if done % c.checkpoint_every == 0 or done == c.num_steps:
       manager.save(done, args=ocp.args.StandardSave(state))
   manager.wait_until_finished()

@@ -13,7 +13,7 @@ import ml_collections
 def get_config():
   config = ml_collections.ConfigDict()
   config.base = 'bays2009_pipeline'     # A config module under rnn_behaviour/configs.
-  config.seeds = [0, 1, 2]
+  config.seeds = (0, 1, 2)
   # name -> (objective, training signature)
   config.objectives = ml_collections.ConfigDict({
       'diffusion': ('diffusion', 'full'),

@@ -12,6 +12,6 @@ _spec.loader.exec_module(compare_cpu)
 def get_config():
   config = compare_cpu.get_config()
   config.base = 'paper'
-  config.seeds = [0, 1, 2, 3, 4]
+  config.seeds = (0, 1, 2, 3, 4)
   config.overrides = {'train': {'num_steps': 20000}}
   return config
