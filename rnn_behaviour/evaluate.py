@@ -123,7 +123,7 @@ def mixture_summary(displays: task_lib.Displays, responses) -> dict:
   return {k: row[k] for k in ('kappa', 'sd', 'p_t', 'p_n', 'p_u')}
 
 
-def heldout_observations(config, workdir: str, key, target_model, displays):
+def heldout_observations(config, key, target_model, displays):
   """One held-out response per display to score densities with: real trials of the config's
   data set (set size = config.task.num_items) when it names one, else a fresh surrogate draw.
 
@@ -137,7 +137,6 @@ def heldout_observations(config, workdir: str, key, target_model, displays):
       table = table.take(keep)
       real = table.displays()
       return real, jnp.asarray(table.response, jnp.float32), f'{keep.size} real trials'
-  del workdir
   return displays, target_model.sample_responses(key, displays, 1)[:, 0], 'surrogate draws'
 
 
@@ -221,7 +220,7 @@ def evaluate(config, workdir: str) -> dict:
   key_heldout, key_heldout_net, key_heldout_sur = jax.random.split(jax.random.fold_in(
       jax.random.key(c.seed), 1), 3)
   held_displays, observed, description = heldout_observations(
-      config, workdir, key_heldout, behaviour_model, displays)
+      config, key_heldout, behaviour_model, displays)
   held_network = sample_network(network, state.variables, held_displays, config.task,
                                 key_heldout_net, c.samples_per_display, config.diffusion.onset)
   held_model = sample(key_heldout_sur, held_displays, c.samples_per_display)
