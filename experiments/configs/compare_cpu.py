@@ -26,6 +26,9 @@ def get_config():
   # Overrides applied to every run (same budget for all objectives).
   config.overrides = ml_collections.ConfigDict({
       'train': {'num_steps': 3000, 'checkpoint_every': 1000},
+      # Trial-epoch noise makes the pre-response state vary from trial to trial, without which
+      # a swap cannot be set up before the response (mechanisms.py would read AUC 0.5).
+      'model': {'trial_noise': 0.05},
       'eval': {'num_displays': 128, 'samples_per_display': 128},
   })
   return config
