@@ -25,7 +25,8 @@ class _QuietLibraries(logging.logging.Filter):
   """Keeps Orbax's per-save INFO chatter out of the run's progress log."""
 
   def filter(self, record):
-    return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+    # Python's level numbers: absl.logging.WARNING is absl's own verbosity (-1).
+    return record.levelno >= logging.logging.WARNING or '/orbax/' not in record.pathname
 
 
 def main(argv):
