@@ -131,7 +131,13 @@ def restore_latest(manager: ocp.CheckpointManager, template: TrainState) -> Trai
   if step is None:
     return None
   abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  try:
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  except (ValueError, KeyError, TypeError) as error:
+    raise ValueError(
+        f'the checkpoint at step {step} in {manager.directory} does not fit this config\'s '
+        'network (was the workdir trained with another model or task config? see its '
+        f'config.json); use a new --workdir. Orbax said: {error}') from error
 
 
 def _truncate_metrics(path: str, last_step: int) -> None:
@@ -184,7 +190,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   state = create_train_state(config, network, tx, init_key)
 
   manager = checkpoint_manager(workdir, config.train)
-  restored = restore_latest(manager, state)
+  try:
+    restored = restore_latest(manager, state)
+  except ValueError:
+    manager.close()
+    raise
   metrics_path = os.path.join(workdir, METRICS_FILE)
   if restored is not None:
     state = restored

@@ -118,3 +118,12 @@ def test_chunked_step_averages_per_chunk_gradients(tiny_config):
   for a, b in zip(jax.tree_util.tree_leaves(new_state.params), jax.tree_util.tree_leaves(expected)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(metrics['loss'], (results[0][0][0] + results[1][0][0]) / 2, rtol=1e-5)
+
+
+def test_resuming_with_another_network_fails_clearly(tiny_config, tmp_path):
+  tiny_config.train.num_steps = 2
+  workdir = str(tmp_path / 'run')
+  train.train(tiny_config, workdir)
+  tiny_config.model.num_units = 12
+  with pytest.raises(ValueError, match='does not fit this config'):
+    train.train(tiny_config, workdir)
