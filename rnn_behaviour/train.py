@@ -158,6 +158,29 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+SHAPE_SECTIONS = ('model', 'task')   # Config sections that fix the shapes in a checkpoint.
+
+
+def check_resumable(config, workdir: str) -> None:
+  """Fails, naming the fields, if `workdir` holds checkpoints of a differently shaped run."""
+  path = os.path.join(workdir, 'config.json')
+  checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
+  if not (os.path.exists(path) and os.path.isdir(checkpoints)
+          and any(name.isdigit() for name in os.listdir(checkpoints))):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  differences = []
+  for section in SHAPE_SECTIONS:
+    now = json.loads(config[section].to_json_best_effort())
+    before = saved.get(section, {})
+    differences += [f'config.{section}.{k}: {before.get(k)!r} -> {now.get(k)!r}'
+                    for k in sorted(set(now) | set(before)) if now.get(k) != before.get(k)]
+  if differences:
+    raise ValueError(f'{workdir} holds checkpoints of a run with another network or task '
+                     f'({"; ".join(differences)}); use a new --workdir or the old values')
+
+
 def save_config(config, workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -181,6 +204,7 @@ def load_trained(config, workdir: str) -> tuple[rnn.Network, TrainState]:
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains, resuming from the latest checkpoint in `workdir` if there is one."""
   config_validation.validate(config)
+  check_resumable(config, workdir)
   save_config(config, workdir)
   init_key, data_key, noise_key = root_keys(config.seed)
   network = rnn.make_network(config)

@@ -125,5 +125,8 @@ def test_resuming_with_another_network_fails_clearly(tiny_config, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train(tiny_config, workdir)
   tiny_config.model.num_units = 12
-  with pytest.raises(ValueError, match='does not fit this config'):
+  with pytest.raises(ValueError, match='config.model.num_units: 8 -> 12'):
     train.train(tiny_config, workdir)
+  # The record of the original run is untouched.
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['model']['num_units'] == 8
