@@ -17,6 +17,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rnn_behaviour import comparison  # pylint: disable=g-import-not-at-top,wrong-import-position
+from rnn_behaviour import logs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Folder for all runs and the comparison.')
@@ -28,6 +29,7 @@ flags.mark_flags_as_required(['workdir'])
 
 def main(argv):
   del argv
+  logs.quiet_libraries()
   comparison.compare(FLAGS.config, FLAGS.workdir)
 
 

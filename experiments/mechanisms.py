@@ -17,6 +17,7 @@ from absl import logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rnn_behaviour.analysis import run_analysis  # pylint: disable=g-import-not-at-top,wrong-import-position
+from rnn_behaviour import logs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Workdir of an objectives comparison.')
@@ -25,6 +26,7 @@ flags.mark_flags_as_required(['workdir'])
 
 def main(argv):
   del argv
+  logs.quiet_libraries()
   rows = run_analysis.analyse_comparison(FLAGS.workdir)
   logging.info('Analysed %d networks; table in %s', len(rows),
                os.path.join(FLAGS.workdir, 'mechanisms.md'))

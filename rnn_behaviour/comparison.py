@@ -3,7 +3,9 @@
 `compare(comparison, workdir)` trains and evaluates one run per objective and seed
 (`workdir/<objective>/seed_<s>/`, each resumable), then writes `comparison.csv` (objective, seed,
 swap_curve_error, distance_ratio, circ_sd_error, heldout_loglik), `comparison.md` (mean and
-s.e.m. over seeds) and `comparison.png`. With a BNS target the behaviour is fitted once into
+s.e.m. over seeds, plus `bns_logit_error`: how far the swap function of a BNS fitted to the
+network's responses lies from the one fitted to the generating model's), `comparison.png`, and
+`swap_functions.png` / `swap_functions.csv` (those BNS swap functions overlaid per objective). With a BNS target the behaviour is fitted once into
 `workdir/behaviour/` and shared by every run. Runs already finished are not repeated.
 """
 
@@ -21,6 +23,8 @@ from rnn_behaviour import modes
 
 COLUMNS = ('objective', 'seed', 'swap_curve_error', 'distance_ratio', 'circ_sd_error',
            'heldout_loglik')
+SWAP_FUNCTION_COLUMNS = ('objective', 'seed', 'fitted_to', 'distance', 'logit_mean',
+                         'logit_lower', 'logit_upper')
 
 
 def _merge(config, overrides) -> None:
@@ -55,13 +59,15 @@ def row_from_summary(name: str, seed: int, summary: dict) -> dict:
               swap_curve_error=float(np.mean(np.abs(net - truth)[valid])),
               distance_ratio=summary['energy_distance']['ratio_to_floor'],
               circ_sd_error=abs(sd['network'] - sd['truth']),
-              heldout_loglik=summary['heldout_loglik']['network'])
+              heldout_loglik=summary['heldout_loglik']['network'],
+              bns_logit_error=summary.get('bns_swap_function', {}).get('logit_error',
+                                                                        float('nan')))
 
 
 def markdown_table(rows: list[dict]) -> str:
   """Mean +- s.e.m. over seeds per objective."""
   names = list(dict.fromkeys(r['objective'] for r in rows))
-  metrics = COLUMNS[2:]
+  metrics = COLUMNS[2:] + tuple(m for m in ('bns_logit_error',) if m in rows[0])
   lines = ['| objective | seeds | ' + ' | '.join(metrics) + ' |',
            '| --- | --- | ' + ' | '.join('---' for _ in metrics) + ' |']
   for name in names:
@@ -105,10 +111,55 @@ def plot(rows: list[dict], curves: dict, path: str):
   plt.close(fig)
 
 
+def plot_swap_functions(functions: dict, path: str):
+  """One panel per objective: each seed's network swap function over the generating one."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  names = list(functions)
+  cols = min(3, len(names))
+  rows = int(np.ceil(len(names) / cols))
+  fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False,
+                           sharey=True)
+  for ax, name in zip(axes.flat, names):
+    for i, result in enumerate(functions[name]):
+      truth, net = result['surrogate'], result['network']
+      if i == 0:
+        ax.fill_between(truth['distance'], truth['lower'], truth['upper'], color='tab:gray',
+                        alpha=0.35, lw=0, label='generating (90%)')
+        ax.plot(truth['distance'], truth['mean'], color='k', lw=1.5)
+        if 'data_fit' in result:
+          ax.plot(result['data_fit']['distance'], result['data_fit']['mean'], 'k:',
+                  label='BNS fit to data')
+      ax.plot(net['distance'], net['mean'], color=f'C{i}', label=f'network seed {i}')
+      ax.fill_between(net['distance'], net['lower'], net['upper'], color=f'C{i}', alpha=0.15,
+                      lw=0)
+    ax.set_title(name, fontsize=10)
+    ax.set_xlabel('cue distance (rad)')
+    ax.set_ylabel('swap logit f(d)')
+  for ax in list(axes.flat)[len(names):]:
+    ax.axis('off')
+  axes.flat[0].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _swap_function_rows(name: str, seed: int, result: dict) -> list[dict]:
+  rows = []
+  for fitted_to in ('network', 'surrogate', 'data_fit'):
+    if fitted_to in result:
+      c = result[fitted_to]
+      rows += [dict(objective=name, seed=seed, fitted_to=fitted_to, distance=d, logit_mean=m,
+                    logit_lower=lo, logit_upper=hi)
+               for d, m, lo, hi in zip(c['distance'], c['mean'], c['lower'], c['upper'])]
+  return rows
+
+
 def compare(comparison, workdir: str) -> list[dict]:
   os.makedirs(workdir, exist_ok=True)
   behaviour_dir = os.path.join(workdir, 'behaviour')
-  rows, curves = [], {}
+  rows, curves, functions, function_rows = [], {}, {}, []
   for name in comparison.objectives:
     for seed in comparison.seeds:
       config = run_config(comparison, name, seed, behaviour_dir)
@@ -126,15 +177,27 @@ def compare(comparison, workdir: str) -> list[dict]:
         modes.run(config, run_dir, 'all')
       with open(summary_path) as f:
         summary = json.load(f)
+      if config.eval.bns_svi_steps > 0 and 'bns_swap_function' not in summary:
+        from rnn_behaviour import evaluate  # pylint: disable=g-import-not-at-top
+        summary['bns_swap_function'] = evaluate.judge_swap_function(config, run_dir)
+      if 'bns_swap_function' in summary:
+        functions.setdefault(name, []).append(summary['bns_swap_function'])
+        function_rows += _swap_function_rows(name, seed, summary['bns_swap_function'])
       rows.append(row_from_summary(name, seed, summary))
       bins = summary['swap_rate_by_cue_distance']
       centres = summary['cue_distance_bins']['centres']
       curves.setdefault(name, (centres, []))[1].append(bins['network'])
       curves['__truth__'] = (centres, bins['truth'])
   with open(os.path.join(workdir, 'comparison.csv'), 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=COLUMNS)
+    writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction='ignore')
     writer.writeheader()
     writer.writerows(rows)
+  if functions:
+    with open(os.path.join(workdir, 'swap_functions.csv'), 'w', newline='') as f:
+      writer = csv.DictWriter(f, fieldnames=SWAP_FUNCTION_COLUMNS)
+      writer.writeheader()
+      writer.writerows(function_rows)
+    plot_swap_functions(functions, os.path.join(workdir, 'swap_functions.png'))
   table = markdown_table(rows)
   with open(os.path.join(workdir, 'comparison.md'), 'w') as f:
     f.write(table)

@@ -62,11 +62,11 @@ def validate(config) -> None:
                 'model.time_embedding_size', 'diffusion.num_steps', 'train.num_steps',
                 'train.displays_per_batch', 'train.samples_per_display', 'train.log_every',
                 'train.checkpoint_every', 'train.keep_checkpoints', 'eval.num_displays',
-                'eval.samples_per_display', 'eval.num_cue_bins'):
+                'eval.samples_per_display', 'eval.num_cue_bins', 'eval.bns_samples_per_display'):
     _check(c, field, _positive_int, 'a positive integer')
   for field in ('task.cue_grid', 'task.report_grid', 'task.epochs.delay',
                 'task.epochs.post_cue', 'train.warmup_steps', 'train.displays_per_chunk',
-                'eval.num_plot_displays'):
+                'eval.num_plot_displays', 'eval.bns_svi_steps'):
     _check(c, field, _nonnegative_int, 'a non-negative integer')
   _check(c, 'task.cueing', _one_of(task.CUEINGS), f'one of {task.CUEINGS}')
   _check(c, 'task.tuning_concentration', _positive, 'positive')

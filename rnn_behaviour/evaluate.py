@@ -123,6 +123,82 @@ def mixture_summary(displays: task_lib.Displays, responses) -> dict:
   return {k: row[k] for k in ('kappa', 'sd', 'p_t', 'p_n', 'p_u')}
 
 
+def fit_swap_function(key, displays: task_lib.Displays, responses, num_steps: int,
+                      min_distance: float = 0.0, num_points: int = 61) -> dict:
+  """BNS over cue distance fitted (SVI) to responses (K, S) on displays: the swap function.
+
+  Returns the posterior mean and 90% band of the swap logit f(d) on a grid of cue distances in
+  [min_distance, pi] (displays never hold items closer than their minimum separation, so f is
+  not identified below it), as lists under 'distance', 'mean', 'lower', 'upper'.
+  """
+  from rnn_behaviour.behaviour import bns  # pylint: disable=g-import-not-at-top
+  from rnn_behaviour.behaviour import data as data_lib  # pylint: disable=g-import-not-at-top
+  table = data_lib.from_displays(displays, responses)
+  fit = bns.fit(key, table, bns.BNSSpec(dimension='cue'), num_steps=num_steps,
+                num_samples=200)
+  return swap_function_of(fit, displays.num_items, min_distance, num_points)
+
+
+def swap_function_of(fit, set_size: int, min_distance: float = 0.0,
+                     num_points: int = 61) -> dict:
+  """A BNS fit's swap logit over cue distance for one set size (see `fit_swap_function`)."""
+  from rnn_behaviour.behaviour import bns  # pylint: disable=g-import-not-at-top
+  rows = [r for r in bns.swap_function_grid(fit, num_points)
+          if r['set_size'] == set_size and r['dimension'] == 'cue'
+          and r['distance'] >= min_distance - 1e-6]
+  if not rows:
+    raise ValueError(f'the BNS fit has no cue-distance swap function for set size {set_size}')
+  return {'distance': [r['distance'] for r in rows], 'mean': [r['logit_mean'] for r in rows],
+          'lower': [r['logit_lower'] for r in rows], 'upper': [r['logit_upper'] for r in rows]}
+
+
+def judge_swap_function(config, workdir: str) -> dict:
+  """BNS fitted to the network's and the surrogate's evaluation responses (METHOD 7).
+
+  Reads `<workdir>/eval/samples.npz`, fits BNS over cue distance to the network's responses and
+  to the generating model's on the same displays (at most `config.eval.bns_samples_per_display`
+  each), adds the data fit's own swap function when the target is a BNS fit, and stores the
+  curves and `logit_error` (mean |network - surrogate| of the posterior-mean logit over the grid)
+  under 'bns_swap_function' in `eval/summary.json`; plots them in `eval/swap_function.png`.
+  """
+  from rnn_behaviour import plots  # pylint: disable=g-import-not-at-top
+  out = os.path.join(workdir, EVAL_DIR)
+  arrays = np.load(os.path.join(out, 'samples.npz'))
+  displays = task_lib.Displays(cue=jnp.asarray(arrays['cue']),
+                               report=jnp.asarray(arrays['report']),
+                               cued=jnp.asarray(arrays['cued']))
+  c = config.eval
+  s = min(c.bns_samples_per_display, arrays['network'].shape[1])
+  key_net, key_sur = jax.random.split(jax.random.fold_in(jax.random.key(c.seed), 2))
+  min_distance = config.task.min_separation_cue
+  curves = {
+      'network': fit_swap_function(key_net, displays, arrays['network'][:, :s],
+                                   c.bns_svi_steps, min_distance),
+      'surrogate': fit_swap_function(key_sur, displays, arrays['surrogate'][:, :s],
+                                     c.bns_svi_steps, min_distance)}
+  fit_dir = source.target_fit_dir(config, workdir)
+  if fit_dir:
+    from rnn_behaviour.behaviour import bns  # pylint: disable=g-import-not-at-top
+    from rnn_behaviour.behaviour import surrogate  # pylint: disable=g-import-not-at-top
+    directory = os.path.join(fit_dir, surrogate.FIT_SUBDIR)
+    curves['data_fit'] = swap_function_of(
+        bns.load(directory if os.path.isdir(directory) else fit_dir), displays.num_items,
+        min_distance)
+  result = dict(curves, samples_per_display=s,
+                logit_error=float(np.mean(np.abs(np.subtract(curves['network']['mean'],
+                                                             curves['surrogate']['mean'])))))
+  path = os.path.join(out, 'summary.json')
+  with open(path) as f:
+    summary = json.load(f)
+  summary['bns_swap_function'] = result
+  with open(path, 'w') as f:
+    json.dump(summary, f, indent=2)
+  plots.swap_function(result, os.path.join(out, 'swap_function.png'))
+  logging.info('BNS swap function fitted to the network: mean |logit error| %.3f.',
+               result['logit_error'])
+  return result
+
+
 def heldout_observations(config, key, target_model, displays):
   """One held-out response per display to score densities with: real trials of the config's
   data set (set size = config.task.num_items) when it names one, else a fresh surrogate draw.
@@ -240,6 +316,8 @@ def evaluate(config, workdir: str) -> dict:
                             c.num_plot_displays)
   plots.swap_rate_by_distance(summary, os.path.join(out, 'swap_rate_by_cue_distance.png'))
   plots.training_curve(train.read_metrics(workdir), os.path.join(out, 'training_loss.png'))
+  if c.bns_svi_steps > 0:
+    summary['bns_swap_function'] = judge_swap_function(config, workdir)
   sr = summary['swap_rate']
   logging.info('Evaluation: swap rate network %.3f truth %.3f; max bin error %.3f; '
                'energy distance %.2f x noise floor.', sr['network'], sr['truth'],

@@ -12,6 +12,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from rnn_behaviour import logs
 from rnn_behaviour import modes
 
 FLAGS = flags.FLAGS
@@ -21,19 +22,10 @@ config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-class _QuietLibraries(logging.logging.Filter):
-  """Keeps Orbax's per-save INFO chatter out of the run's progress log."""
-
-  def filter(self, record):
-    # Python's level numbers: absl.logging.WARNING is absl's own verbosity (-1).
-    return record.levelno >= logging.logging.WARNING or '/orbax/' not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
-  # A logger filter: the absl handler's emit() bypasses handler-level filters.
-  logging.get_absl_logger().addFilter(_QuietLibraries())
+  logs.quiet_libraries()
   logging.info('JAX devices: %s', jax.devices())
   modes.run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
 

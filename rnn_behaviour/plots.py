@@ -70,6 +70,30 @@ def swap_rate_by_distance(summary: dict, path: str):
   plt.close(fig)
 
 
+def swap_function(result: dict, path: str):
+  """Swap logit over cue distance of BNS fits: network vs generating model (90% bands)."""
+  fig, ax = plt.subplots(figsize=(5, 3.6))
+  styles = {'surrogate': ('tab:gray', 'generating model (BNS on its samples)'),
+            'data_fit': ('k', 'BNS fitted to data'),
+            'network': ('tab:blue', 'network (BNS on its samples)')}
+  for name, (color, label) in styles.items():
+    if name not in result:
+      continue
+    curve = result[name]
+    ax.plot(curve['distance'], curve['mean'], color=color, ls=':' if name == 'data_fit' else '-',
+            label=label)
+    if name != 'data_fit':
+      ax.fill_between(curve['distance'], curve['lower'], curve['upper'], color=color, alpha=0.25,
+                      lw=0)
+  ax.set_xlabel('cue distance of non-target (rad)')
+  ax.set_ylabel('swap logit f(d)')
+  ax.set_title(f"mean |network - generating| = {result['logit_error']:.2f}", fontsize=9)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def training_curve(metrics: list[dict], path: str):
   """Training loss (and its denoising part) against step, log scale."""
   fig, ax = plt.subplots(figsize=(5, 3.6))

@@ -33,6 +33,7 @@ def make_tiny_config():
   config.eval.num_displays = 8
   config.eval.samples_per_display = 16
   config.eval.num_plot_displays = 2
+  config.eval.bns_svi_steps = 100
   return config
 
 

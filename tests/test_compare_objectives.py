@@ -29,6 +29,11 @@ def test_compare_objectives_then_mechanisms(tmp_path):
   assert all(float(r['distance_ratio']) > 0 for r in table)
   assert os.path.getsize(tmp_path / 'comparison.png') > 1000
   assert '| moment_matching | 1 |' in (tmp_path / 'comparison.md').read_text()
+  assert 'bns_logit_error' in (tmp_path / 'comparison.md').read_text()
+  assert os.path.getsize(tmp_path / 'swap_functions.png') > 1000
+  with open(tmp_path / 'swap_functions.csv') as f:
+    fitted_to = {r['fitted_to'] for r in csv.DictReader(f)}
+  assert fitted_to == {'network', 'surrogate'}
   # A finished run is not repeated: a second call reads the same summaries back.
   assert comparison.compare(spec, str(tmp_path)) == rows
   # The mechanisms table over the same runs.

@@ -66,6 +66,13 @@ def remembered_nontarget_rate(model, displays: task_lib.Displays) -> float:
   return float(jnp.mean(swap / (1.0 - w[:, 0])))
 
 
+def target_fit_dir(config, workdir: str | None = None) -> str:
+  """The folder of the BNS fit a 'bns' target reads ('' for other sources)."""
+  if config.behaviour.source != 'bns':
+    return ''
+  return config.behaviour.fit or (os.path.join(workdir, 'behaviour') if workdir else '')
+
+
 def target_model_from_config(config, workdir: str | None = None) -> responses.ResponseModel:
   """The behaviour config.behaviour names (the truth a network is judged against).
 
@@ -78,7 +85,7 @@ def target_model_from_config(config, workdir: str | None = None) -> responses.Re
     return parametric.from_config(config.behaviour)
   if source == 'bns':
     from rnn_behaviour.behaviour import surrogate  # pylint: disable=g-import-not-at-top
-    fit_dir = config.behaviour.fit or (os.path.join(workdir, 'behaviour') if workdir else '')
+    fit_dir = target_fit_dir(config, workdir)
     if not fit_dir or not os.path.isdir(fit_dir):
       raise FileNotFoundError(
           f'config.behaviour.fit: no behavioural fit at {fit_dir!r}; run --mode=fit_behaviour '

@@ -88,6 +88,8 @@ def get_config() -> ml_collections.ConfigDict:
       num_cue_bins=4,
       num_plot_displays=6,
       kde_concentration=20.0,        # Von Mises kernel for held-out log-likelihoods.
+      bns_svi_steps=1500,            # BNS fitted to network and surrogate responses (0: off),
+      bns_samples_per_display=32,    # on at most this many responses a display.
   ))
 
   # --mode=analyse: the network recorded on a grid of two-item displays (METHOD sec. 8).
