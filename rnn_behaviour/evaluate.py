@@ -99,28 +99,24 @@ def circular_energy_distance(x, y):
   return mean_pairwise(x, y) - 0.5 * (mean_pairwise(x, x) + mean_pairwise(y, y))
 
 
-def kde_log_likelihood(samples, observed, concentration: float):
-  """Mean log-likelihood of observations under a von Mises kernel density of samples.
+def kde_log_density(samples, observed, concentration: float):
+  """Log density of observations under a von Mises kernel density of samples, (K,).
 
   p_k(y) = mean_s vM(y; samples_ks, concentration), a proper density on the circle for each
-  display k. Returns mean_k log p_k(observed_k).
+  display k, evaluated at observed_k.
 
   Args:
     samples: (K, S) angles, e.g. a network's responses on K displays.
-    observed: (K,) angles, one held-out response per display.
+    observed: (K,) angles, one per display.
     concentration: the kernel's kappa (larger: narrower).
   """
   log_kernel = circular.log_von_mises(observed[:, None], samples, concentration)
-  log_density = jax.scipy.special.logsumexp(log_kernel, axis=1) - jnp.log(samples.shape[1])
-  return float(jnp.mean(log_density))
+  return jax.scipy.special.logsumexp(log_kernel, axis=1) - jnp.log(samples.shape[1])
 
 
-def mixture_summary(displays: task_lib.Displays, responses) -> dict:
-  """Three-component mixture (Bays et al. 2009) fitted to all responses on the displays."""
-  from rnn_behaviour.behaviour import data as data_lib  # pylint: disable=g-import-not-at-top
-  from rnn_behaviour.behaviour import mixture  # pylint: disable=g-import-not-at-top
-  row = mixture.fit(data_lib.from_displays(displays, responses), 'three_component').rows()[0]
-  return {k: row[k] for k in ('kappa', 'sd', 'p_t', 'p_n', 'p_u')}
+def kde_log_likelihood(samples, observed, concentration: float) -> float:
+  """Mean over displays of `kde_log_density`: held-out log-likelihood per trial (nats)."""
+  return float(jnp.mean(kde_log_density(samples, observed, concentration)))
 
 
 def fit_swap_function(key, displays: task_lib.Displays, responses, num_steps: int,
