@@ -358,3 +358,13 @@ def test_report_on_a_toy_network(tmp_path):
     assert json.load(f)['summary'] == numbers['summary']
   assert {p.split('/')[-1] for p in paths[1:]} == {
       'alignment.png', 'swap_auc.png', 'cross_temporal.png', 'pca.png', 'fixed_points.png'}
+
+
+def test_decodable_from_names_the_first_step_that_stays_above_chance():
+  from rnn_behaviour.analysis import run_analysis  # pylint: disable=g-import-not-at-top
+  epochs = task.Epochs(stimulus=2, delay=3, cue=2, post_cue=1, response=4)
+  upper = np.full(8, 0.6)
+  auc = np.array([0.5, 0.7, 0.5, 0.5, 0.65, 0.7, 0.8, 0.9])   # Above from step 4 on.
+  assert run_analysis.decodable_from(auc, upper, epochs) == 'delay+2'
+  assert run_analysis.decodable_from(np.full(8, 0.9), upper, epochs) == 'stimulus+0'
+  assert run_analysis.decodable_from(auc[::-1], upper, epochs) == 'never'

@@ -42,3 +42,8 @@ def test_compare_objectives_then_mechanisms(tmp_path):
   with open(tmp_path / 'mechanisms.csv') as f:
     assert list(next(csv.DictReader(f))) == list(run_analysis.MECHANISM_COLUMNS)
   assert (tmp_path / 'mechanisms.md').read_text().count('\n') == 4
+  with open(tmp_path / 'mechanisms_details.csv') as f:
+    details = list(csv.DictReader(f))
+  assert [d['objective'] for d in details] == ['diffusion_flat', 'moment_matching']
+  assert all(d['aligns_at_cue'] in ('True', 'False') for d in details)
+  assert os.path.getsize(tmp_path / 'mechanisms.png') > 1000

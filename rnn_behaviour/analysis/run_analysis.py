@@ -11,6 +11,7 @@ import os
 from absl import logging
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnn_behaviour import task as task_lib
 from rnn_behaviour.analysis import displays_grid
@@ -87,6 +88,73 @@ def load_run_config(run_dir: str):
 
 
 MECHANISM_COLUMNS = ('objective', 'seed') + report.SUMMARY_COLUMNS
+DETAIL_COLUMNS = ('alignment_delay_end', 'alignment_response_onset', 'aligns_at_cue',
+                  'swap_auc_peak', 'swap_decodable_from')
+
+
+def decodable_from(auc, chance_upper, epochs) -> str:
+  """The earliest pre-response step from which the swap AUC stays above its chance band,
+  as '<epoch>+<step within it>' ('never' if the last pre-response step is not above it)."""
+  above = np.asarray(auc, float) > np.asarray(chance_upper, float)
+  above = np.where(np.isnan(np.asarray(auc, float)), False, above)
+  if not above.size or not above[-1]:
+    return 'never'
+  first = above.size - int(np.argmin(above[::-1])) if not above.all() else 0
+  name = [n for n in task_lib.EPOCH_NAMES if epochs.start(n) <= first][-1]
+  return f'{name}+{first - epochs.start(name)}'
+
+
+def mechanism_details(numbers: dict, epochs) -> dict:
+  """What the mechanisms table reads off one network's analysis numbers.
+
+  alignment_delay_end / alignment_response_onset: the plane cosine on the last step before the
+  cue and the last before the response. aligns_at_cue: the Panichello & Buschman pattern,
+  orthogonal before the cue (< 0.5) and aligned after it (> 0.7), with the sigmoid preferred
+  over a flat line and rising. swap_auc_peak: the best pre-response AUC;
+  swap_decodable_from: see `decodable_from`.
+  """
+  cosine = np.asarray([np.nan if v is None else v for v in numbers['alignment']['cosine']],
+                      float)
+  fit = numbers['alignment']['fit']
+  before, after = cosine[epochs.start('cue') - 1], cosine[epochs.trial_length - 1]
+  params = fit.get('sigmoid_params') or {}
+  rising = params.get('high', 0.0) is not None and (params.get('high') or 0.0) > (
+      params.get('low') or 0.0)
+  swap = numbers['swap_decoding']
+  auc = np.asarray([np.nan if v is None else v for v in swap['auc']], float)
+  upper = np.asarray([np.nan if v is None else v for v in swap['chance_band'][1]], float)
+  return dict(alignment_delay_end=float(before), alignment_response_onset=float(after),
+              aligns_at_cue=bool(before < 0.5 and after > 0.7 and fit.get('sigmoid_preferred')
+                                 and rising),
+              swap_auc_peak=float(np.nanmax(auc)) if np.isfinite(auc).any() else None,
+              swap_decodable_from=decodable_from(auc, upper, epochs))
+
+
+def plot_mechanisms(curves: dict, epochs, path: str):
+  """Plane cosine and swap AUC over the trial, mean over seeds, one line per objective."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+  for i, (name, runs) in enumerate(curves.items()):
+    for ax, key in zip(axes, ('cosine', 'auc')):
+      values = np.array([r[key] for r in runs], float)
+      ax.plot(np.nanmean(values, axis=0), color=f'C{i}', label=name)
+  for ax, label in zip(axes, ('plane alignment |cos|', 'swap AUC (pre-response)')):
+    for name in task_lib.EPOCH_NAMES:
+      start = epochs.start(name)
+      if start <= epochs.trial_length:
+        ax.axvline(start, color='0.8', lw=0.8)
+        ax.text(start + 0.3, 0.98, name, fontsize=7, va='top', rotation=90, color='0.4',
+                transform=ax.get_xaxis_transform())
+    ax.set_xlabel('time step')
+    ax.set_ylabel(label)
+  axes[1].axhline(0.5, color='k', ls=':', lw=0.8)
+  axes[0].set_ylim(0, 1.05)
+  axes[0].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
 
 
 def analyse_comparison(workdir: str) -> list[dict]:
@@ -94,7 +162,7 @@ def analyse_comparison(workdir: str) -> list[dict]:
   `mechanisms.csv` and `mechanisms.md` into `workdir`. Runs analysed before are read back."""
   import csv  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
-  rows = []
+  rows, details, curves, epochs = [], [], {}, None
   for objective in sorted(os.listdir(workdir)):
     folder = os.path.join(workdir, objective)
     if not os.path.isdir(folder):
@@ -104,23 +172,37 @@ def analyse_comparison(workdir: str) -> list[dict]:
       if not (run.startswith('seed_') and os.path.exists(os.path.join(run_dir, 'config.json'))):
         continue
       result = os.path.join(run_dir, ANALYSIS_DIR, 'analysis.json')
-      if os.path.exists(result):
-        with open(result) as f:
-          summary = json.load(f)['summary']
-      else:
-        summary = analyse(load_run_config(run_dir), run_dir)['summary']
-      rows.append(dict(objective=objective, seed=int(run[len('seed_'):]), **summary))
+      config = load_run_config(run_dir)
+      if not os.path.exists(result):
+        analyse(config, run_dir)
+      with open(result) as f:
+        numbers = json.load(f)
+      seed = int(run[len('seed_'):])
+      rows.append(dict(objective=objective, seed=seed, **numbers['summary']))
+      epochs = task_lib.epochs_from_config(config)
+      details.append(dict(objective=objective, seed=seed, **mechanism_details(numbers, epochs)))
+      curves.setdefault(objective, []).append(dict(
+          cosine=[np.nan if v is None else v for v in numbers['alignment']['cosine']],
+          auc=[np.nan if v is None else v for v in numbers['swap_decoding']['auc']]))
   if not rows:
     raise FileNotFoundError(f'no trained runs (<objective>/seed_<s>/) under {workdir}')
   with open(os.path.join(workdir, 'mechanisms.csv'), 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=MECHANISM_COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-  fmt = lambda v: 'n/a' if v is None else f'{v:.3f}'
-  lines = ['| ' + ' | '.join(MECHANISM_COLUMNS) + ' |',
-           '|' + ' --- |' * len(MECHANISM_COLUMNS)]
+  with open(os.path.join(workdir, 'mechanisms_details.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=('objective', 'seed') + DETAIL_COLUMNS)
+    writer.writeheader()
+    writer.writerows(details)
+  fmt = lambda v: 'n/a' if v is None else (v if isinstance(v, str) else (
+      'yes' if v is True else 'no' if v is False else f'{v:.3f}'))
+  columns = MECHANISM_COLUMNS + DETAIL_COLUMNS
+  lines = ['| ' + ' | '.join(columns) + ' |', '|' + ' --- |' * len(columns)]
   lines += ['| ' + ' | '.join([r['objective'], str(r['seed'])]
-                              + [fmt(r[c]) for c in report.SUMMARY_COLUMNS]) + ' |' for r in rows]
+                              + [fmt(r[c]) for c in report.SUMMARY_COLUMNS]
+                              + [fmt(d[c]) for c in DETAIL_COLUMNS]) + ' |'
+            for r, d in zip(rows, details)]
   with open(os.path.join(workdir, 'mechanisms.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
+  plot_mechanisms(curves, epochs, os.path.join(workdir, 'mechanisms.png'))
   return rows
