@@ -15,6 +15,7 @@ import csv
 import importlib
 import json
 import os
+import warnings
 
 from absl import logging
 import numpy as np
@@ -100,7 +101,10 @@ def plot(rows: list[dict], curves: dict, path: str):
   ax = axes[2]
   for j, name in enumerate(names):
     centres, rates = curves[name]
-    ax.plot(centres, np.nanmean(rates, axis=0), 'o-', color=f'C{j}', label=name)
+    with warnings.catch_warnings():  # A bin no run has pairs in stays NaN.
+      warnings.simplefilter('ignore', RuntimeWarning)
+      mean = np.nanmean(rates, axis=0)
+    ax.plot(centres, mean, 'o-', color=f'C{j}', label=name)
   truth = curves['__truth__']
   ax.plot(truth[0], truth[1], 'k--', lw=2, label='truth')
   ax.set_xlabel('cue distance of non-target (rad)')

@@ -119,6 +119,14 @@ def kde_log_likelihood(samples, observed, concentration: float) -> float:
   return float(jnp.mean(kde_log_density(samples, observed, concentration)))
 
 
+def mixture_summary(displays: task_lib.Displays, responses) -> dict:
+  """Three-component mixture (Bays et al. 2009) fitted to all responses on the displays."""
+  from rnn_behaviour.behaviour import data as data_lib  # pylint: disable=g-import-not-at-top
+  from rnn_behaviour.behaviour import mixture  # pylint: disable=g-import-not-at-top
+  row = mixture.fit(data_lib.from_displays(displays, responses), 'three_component').rows()[0]
+  return {k: row[k] for k in ('kappa', 'sd', 'p_t', 'p_n', 'p_u')}
+
+
 def fit_swap_function(key, displays: task_lib.Displays, responses, num_steps: int,
                       min_distance: float = 0.0, num_points: int = 61) -> dict:
   """BNS over cue distance fitted (SVI) to responses (K, S) on displays: the swap function.

@@ -7,6 +7,7 @@ cross-temporal decoding, PCA, fixed-point spectra).
 from __future__ import annotations
 
 import os
+import warnings
 
 from absl import logging
 import jax
@@ -139,7 +140,10 @@ def plot_mechanisms(curves: dict, epochs, path: str):
   for i, (name, runs) in enumerate(curves.items()):
     for ax, key in zip(axes, ('cosine', 'auc')):
       values = np.array([r[key] for r in runs], float)
-      ax.plot(np.nanmean(values, axis=0), color=f'C{i}', label=name)
+      with warnings.catch_warnings():  # No AUC where a network made no swaps.
+        warnings.simplefilter('ignore', RuntimeWarning)
+        mean = np.nanmean(values, axis=0)
+      ax.plot(mean, color=f'C{i}', label=name)
   for ax, label in zip(axes, ('plane alignment |cos|', 'swap AUC (pre-response)')):
     for name in task_lib.EPOCH_NAMES:
       start = epochs.start(name)
