@@ -163,7 +163,7 @@ def _swap_function_rows(name: str, seed: int, result: dict) -> list[dict]:
 def compare(comparison, workdir: str) -> list[dict]:
   os.makedirs(workdir, exist_ok=True)
   behaviour_dir = os.path.join(workdir, 'behaviour')
-  rows, curves, functions, function_rows = [], {}, {}, []
+  rows, curves, functions, function_rows, reference = [], {}, {}, [], []
   for name in comparison.objectives:
     for seed in comparison.seeds:
       config = run_config(comparison, name, seed, behaviour_dir)
@@ -188,6 +188,7 @@ def compare(comparison, workdir: str) -> list[dict]:
         functions.setdefault(name, []).append(summary['bns_swap_function'])
         function_rows += _swap_function_rows(name, seed, summary['bns_swap_function'])
       rows.append(row_from_summary(name, seed, summary))
+      reference.append(summary['heldout_loglik'])
       bins = summary['swap_rate_by_cue_distance']
       centres = summary['cue_distance_bins']['centres']
       curves.setdefault(name, (centres, []))[1].append(bins['network'])
@@ -203,6 +204,11 @@ def compare(comparison, workdir: str) -> list[dict]:
       writer.writerows(function_rows)
     plot_swap_functions(functions, os.path.join(workdir, 'swap_functions.png'))
   table = markdown_table(rows)
+  if reference:
+    table += (f"\nheldout_loglik is per trial (nats) on {reference[0]['observations']}, under a "
+              f"von Mises kernel density (kappa {reference[0]['kde_concentration']}) of each "
+              f"network's samples; the generating behavioural model scores "
+              f"{np.mean([r['behaviour_model'] for r in reference]):.3f} the same way.\n")
   with open(os.path.join(workdir, 'comparison.md'), 'w') as f:
     f.write(table)
   plot(rows, {k: (c, np.array(r, float)) if k != '__truth__' else (c, r)

@@ -30,6 +30,7 @@ def test_compare_objectives_then_mechanisms(tmp_path):
   assert os.path.getsize(tmp_path / 'comparison.png') > 1000
   assert '| moment_matching | 1 |' in (tmp_path / 'comparison.md').read_text()
   assert 'bns_logit_error' in (tmp_path / 'comparison.md').read_text()
+  assert 'the generating behavioural model scores' in (tmp_path / 'comparison.md').read_text()
   assert os.path.getsize(tmp_path / 'swap_functions.png') > 1000
   with open(tmp_path / 'swap_functions.csv') as f:
     fitted_to = {r['fitted_to'] for r in csv.DictReader(f)}
