@@ -109,6 +109,15 @@ def validate(config) -> None:
   _check(c, 'behaviour.kappa', _positive, 'positive')
   _check(c, 'train.learning_rate', _positive, 'positive')
   _check(c, 'eval.kde_concentration', _positive, 'positive')
+  if 'analysis' in c:
+    for field in ('analysis.samples_per_display', 'analysis.num_bootstrap',
+                  'analysis.num_shuffles', 'analysis.num_fixed_point_starts'):
+      _check(c, field, _positive_int, 'a positive integer')
+    _check(c, 'analysis.num_bins', lambda v: _positive_int(v) and v >= 2, 'an integer >= 2')
+  if 'analysis' in c and 'cue_separation' in c.analysis:
+    _check(c, 'analysis.cue_separation',
+           lambda v: _finite(v) and c.task.min_separation_cue - 1e-6 <= v <= np.pi + 1e-6,
+           f'in [config.task.min_separation_cue ({c.task.min_separation_cue:.3f}), pi]')
   _check(c, 'train.grad_clip', _nonnegative, 'non-negative (0 disables clipping)')
   chunk = c.train.displays_per_chunk
   if chunk and c.train.displays_per_batch % chunk:

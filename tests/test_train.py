@@ -84,6 +84,8 @@ def test_nan_stops_training_and_keeps_last_good_checkpoint(tiny_config, tmp_path
     ('objective.name', 'magic', 'config.objective.name must be one of'),
     ('task.cueing', 'colour', 'config.task.cueing must be one of'),
     ('train.displays_per_chunk', 3, 'config.train.displays_per_chunk=3 must divide'),
+    ('analysis.cue_separation', 0.1, 'config.analysis.cue_separation must be in'),
+    ('analysis.num_bins', 1, 'config.analysis.num_bins must be an integer >= 2'),
 ])
 def test_invalid_config_fails_before_compiling(tiny_config, tmp_path, field, value, message):
   section, name = field.split('.')

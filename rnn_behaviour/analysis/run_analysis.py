@@ -62,7 +62,9 @@ def analyse(config, workdir: str) -> dict:
   c = config.analysis
   network, state = train.load_trained(config, workdir)
   key_record, key_analyse = jax.random.split(jax.random.key(c.seed))
-  displays = displays_grid.design_grid(c.num_bins)
+  # Workdirs saved before the knob existed analyse items at the grid's minimum separation.
+  separation = float(c.get('cue_separation', np.pi / 4))
+  displays = displays_grid.design_grid(c.num_bins, cue_features=(0.0, separation))
   responses, states = record(network, state.variables, displays, config.task, key_record,
                              c.samples_per_display, config.diffusion.onset)
   logging.info('Recorded %s states on %d grid displays.', states.shape, displays.num_displays)

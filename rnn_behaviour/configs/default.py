@@ -96,6 +96,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.analysis = ml_collections.ConfigDict(dict(
       seed=7,
       num_bins=8,                    # Report-feature bins per item.
+      cue_separation=np.pi / 4,      # The two items' cue features (locations) are 0 and this:
+                                     # adjacent locations make the most swaps to decode.
       samples_per_display=32,
       num_bootstrap=100,
       num_shuffles=20,
