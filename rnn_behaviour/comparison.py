@@ -132,9 +132,9 @@ def plot_swap_functions(functions: dict, path: str):
         ax.fill_between(truth['distance'], truth['lower'], truth['upper'], color='tab:gray',
                         alpha=0.35, lw=0, label='generating (90%)')
         ax.plot(truth['distance'], truth['mean'], color='k', lw=1.5)
-        if 'data_fit' in result:
-          ax.plot(result['data_fit']['distance'], result['data_fit']['mean'], 'k:',
-                  label='BNS fit to data')
+        for exact, label in (('data_fit', 'BNS fit to data'), ('exact', 'exact')):
+          if exact in result:
+            ax.plot(result[exact]['distance'], result[exact]['mean'], 'k:', label=label)
       ax.plot(net['distance'], net['mean'], color=f'C{i}', label=f'network seed {i}')
       ax.fill_between(net['distance'], net['lower'], net['upper'], color=f'C{i}', alpha=0.15,
                       lw=0)
@@ -151,7 +151,7 @@ def plot_swap_functions(functions: dict, path: str):
 
 def _swap_function_rows(name: str, seed: int, result: dict) -> list[dict]:
   rows = []
-  for fitted_to in ('network', 'surrogate', 'data_fit'):
+  for fitted_to in ('network', 'surrogate', 'data_fit', 'exact'):
     if fitted_to in result:
       c = result[fitted_to]
       rows += [dict(objective=name, seed=seed, fitted_to=fitted_to, distance=d, logit_mean=m,

@@ -161,7 +161,8 @@ def judge_swap_function(config, workdir: str) -> dict:
 
   Reads `<workdir>/eval/samples.npz`, fits BNS over cue distance to the network's responses and
   to the generating model's on the same displays (at most `config.eval.bns_samples_per_display`
-  each), adds the data fit's own swap function when the target is a BNS fit, and stores the
+  each), adds the generating swap function itself ('exact' for a parametric target, 'data_fit'
+  for a BNS fit: the data fit's own posterior), and stores the
   curves and `logit_error` (mean |network - surrogate| of the posterior-mean logit over the grid)
   under 'bns_swap_function' in `eval/summary.json`; plots them in `eval/swap_function.png`.
   """
@@ -180,6 +181,12 @@ def judge_swap_function(config, workdir: str) -> dict:
                                    c.bns_svi_steps, min_distance),
       'surrogate': fit_swap_function(key_sur, displays, arrays['surrogate'][:, :s],
                                      c.bns_svi_steps, min_distance)}
+  distance = np.asarray(curves['network']['distance'])
+  if config.behaviour.source == 'parametric' and config.behaviour.swap_kind != 'none':
+    from rnn_behaviour.behaviour import parametric  # pylint: disable=g-import-not-at-top
+    exact = np.asarray(parametric.from_config(config.behaviour).swap_logit(distance))
+    curves['exact'] = {'distance': distance.tolist(), 'mean': exact.tolist(),
+                       'lower': exact.tolist(), 'upper': exact.tolist()}
   fit_dir = source.target_fit_dir(config, workdir)
   if fit_dir:
     from rnn_behaviour.behaviour import bns  # pylint: disable=g-import-not-at-top

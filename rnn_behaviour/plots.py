@@ -75,14 +75,15 @@ def swap_function(result: dict, path: str):
   fig, ax = plt.subplots(figsize=(5, 3.6))
   styles = {'surrogate': ('tab:gray', 'generating model (BNS on its samples)'),
             'data_fit': ('k', 'BNS fitted to data'),
+            'exact': ('k', 'generating function (exact)'),
             'network': ('tab:blue', 'network (BNS on its samples)')}
   for name, (color, label) in styles.items():
     if name not in result:
       continue
     curve = result[name]
-    ax.plot(curve['distance'], curve['mean'], color=color, ls=':' if name == 'data_fit' else '-',
-            label=label)
-    if name != 'data_fit':
+    exact = name in ('data_fit', 'exact')
+    ax.plot(curve['distance'], curve['mean'], color=color, ls=':' if exact else '-', label=label)
+    if not exact:
       ax.fill_between(curve['distance'], curve['lower'], curve['upper'], color=color, alpha=0.25,
                       lw=0)
   ax.set_xlabel('cue distance of non-target (rad)')

@@ -34,7 +34,7 @@ def test_compare_objectives_then_mechanisms(tmp_path):
   assert os.path.getsize(tmp_path / 'swap_functions.png') > 1000
   with open(tmp_path / 'swap_functions.csv') as f:
     fitted_to = {r['fitted_to'] for r in csv.DictReader(f)}
-  assert fitted_to == {'network', 'surrogate'}
+  assert fitted_to == {'network', 'surrogate', 'exact'}    # A parametric target.
   # A finished run is not repeated: a second call reads the same summaries back.
   assert comparison.compare(spec, str(tmp_path)) == rows
   # The mechanisms table over the same runs.

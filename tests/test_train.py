@@ -35,7 +35,7 @@ def test_train_and_evaluate_end_to_end(tiny_config, tmp_path):
   assert summary['trained_steps'] == 4
   assert len(summary['swap_rate_by_cue_distance']['network']) == tiny_config.eval.num_cue_bins
   fitted = summary['bns_swap_function']
-  assert set(fitted) >= {'network', 'surrogate', 'logit_error'}
+  assert set(fitted) >= {'network', 'surrogate', 'exact', 'logit_error'}
   assert min(fitted['network']['distance']) >= tiny_config.task.min_separation_cue - 1e-6
   assert np.isfinite(fitted['logit_error'])
   for png in ('response_histograms.png', 'swap_rate_by_cue_distance.png', 'training_loss.png',
