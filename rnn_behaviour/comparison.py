@@ -183,7 +183,7 @@ def compare(comparison, workdir: str) -> list[dict]:
         summary = json.load(f)
       if config.eval.bns_svi_steps > 0 and 'bns_swap_function' not in summary:
         from rnn_behaviour import evaluate  # pylint: disable=g-import-not-at-top
-        summary['bns_swap_function'] = evaluate.judge_swap_function(config, run_dir)
+        summary['bns_swap_function'] = evaluate.add_swap_function_judgement(config, run_dir)
       if 'bns_swap_function' in summary:
         functions.setdefault(name, []).append(summary['bns_swap_function'])
         function_rows += _swap_function_rows(name, seed, summary['bns_swap_function'])

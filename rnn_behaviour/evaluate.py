@@ -156,48 +156,53 @@ def swap_function_of(fit, set_size: int, min_distance: float = 0.0,
           'lower': [r['logit_lower'] for r in rows], 'upper': [r['logit_upper'] for r in rows]}
 
 
-def judge_swap_function(config, workdir: str) -> dict:
-  """BNS fitted to the network's and the surrogate's evaluation responses (METHOD 7).
+def judge_swap_function(config, workdir: str, displays: task_lib.Displays, network,
+                        surrogate) -> dict:
+  """BNS fitted to the network's and the generating model's responses (METHOD 7).
 
-  Reads `<workdir>/eval/samples.npz`, fits BNS over cue distance to the network's responses and
-  to the generating model's on the same displays (at most `config.eval.bns_samples_per_display`
-  each), adds the generating swap function itself ('exact' for a parametric target, 'data_fit'
-  for a BNS fit: the data fit's own posterior), and stores the
-  curves and `logit_error` (mean |network - surrogate| of the posterior-mean logit over the grid)
-  under 'bns_swap_function' in `eval/summary.json`; plots them in `eval/swap_function.png`.
+  Fits BNS over cue distance to the network's responses (K, S) and to the generating model's on
+  the same displays (at most `config.eval.bns_samples_per_display` each), adds the generating
+  swap function itself ('exact' for a parametric target; 'data_fit', the data fit's own
+  posterior, for a BNS target), and returns the curves with `logit_error`: the mean
+  |network - surrogate| of the posterior-mean logit over the grid.
   """
+  c = config.eval
+  s = min(c.bns_samples_per_display, network.shape[1])
+  key_net, key_sur = jax.random.split(jax.random.fold_in(jax.random.key(c.seed), 2))
+  min_distance = config.task.min_separation_cue
+  curves = {
+      'network': fit_swap_function(key_net, displays, network[:, :s], c.bns_svi_steps,
+                                   min_distance),
+      'surrogate': fit_swap_function(key_sur, displays, surrogate[:, :s], c.bns_svi_steps,
+                                     min_distance)}
+  distance = np.asarray(curves['network']['distance'])
+  if config.behaviour.source == 'parametric' and config.behaviour.swap_kind != 'none':
+    from rnn_behaviour.behaviour import parametric  # pylint: disable=g-import-not-at-top
+    exact = np.asarray(parametric.from_config(config.behaviour).swap_logit(distance)).tolist()
+    curves['exact'] = {'distance': distance.tolist(), 'mean': exact, 'lower': exact,
+                       'upper': exact}
+  fit_dir = source.target_fit_dir(config, workdir)
+  if fit_dir:
+    from rnn_behaviour.behaviour import surrogate as surrogate_lib  # pylint: disable=g-import-not-at-top
+    curves['data_fit'] = swap_function_of(surrogate_lib.load_fit(fit_dir), displays.num_items,
+                                          min_distance)
+  logit_error = np.mean(np.abs(np.subtract(curves['network']['mean'],
+                                           curves['surrogate']['mean'])))
+  logging.info('BNS swap function fitted to the network: mean |logit error| %.3f.', logit_error)
+  return dict(curves, samples_per_display=s, logit_error=float(logit_error))
+
+
+def add_swap_function_judgement(config, workdir: str) -> dict:
+  """`judge_swap_function` on a finished evaluation (`<workdir>/eval/samples.npz`), added to its
+  `summary.json` and drawn in `swap_function.png`: for runs evaluated without it."""
   from rnn_behaviour import plots  # pylint: disable=g-import-not-at-top
   out = os.path.join(workdir, EVAL_DIR)
   arrays = np.load(os.path.join(out, 'samples.npz'))
   displays = task_lib.Displays(cue=jnp.asarray(arrays['cue']),
                                report=jnp.asarray(arrays['report']),
                                cued=jnp.asarray(arrays['cued']))
-  c = config.eval
-  s = min(c.bns_samples_per_display, arrays['network'].shape[1])
-  key_net, key_sur = jax.random.split(jax.random.fold_in(jax.random.key(c.seed), 2))
-  min_distance = config.task.min_separation_cue
-  curves = {
-      'network': fit_swap_function(key_net, displays, arrays['network'][:, :s],
-                                   c.bns_svi_steps, min_distance),
-      'surrogate': fit_swap_function(key_sur, displays, arrays['surrogate'][:, :s],
-                                     c.bns_svi_steps, min_distance)}
-  distance = np.asarray(curves['network']['distance'])
-  if config.behaviour.source == 'parametric' and config.behaviour.swap_kind != 'none':
-    from rnn_behaviour.behaviour import parametric  # pylint: disable=g-import-not-at-top
-    exact = np.asarray(parametric.from_config(config.behaviour).swap_logit(distance))
-    curves['exact'] = {'distance': distance.tolist(), 'mean': exact.tolist(),
-                       'lower': exact.tolist(), 'upper': exact.tolist()}
-  fit_dir = source.target_fit_dir(config, workdir)
-  if fit_dir:
-    from rnn_behaviour.behaviour import bns  # pylint: disable=g-import-not-at-top
-    from rnn_behaviour.behaviour import surrogate  # pylint: disable=g-import-not-at-top
-    directory = os.path.join(fit_dir, surrogate.FIT_SUBDIR)
-    curves['data_fit'] = swap_function_of(
-        bns.load(directory if os.path.isdir(directory) else fit_dir), displays.num_items,
-        min_distance)
-  result = dict(curves, samples_per_display=s,
-                logit_error=float(np.mean(np.abs(np.subtract(curves['network']['mean'],
-                                                             curves['surrogate']['mean'])))))
+  result = judge_swap_function(config, workdir, displays, arrays['network'],
+                               arrays['surrogate'])
   path = os.path.join(out, 'summary.json')
   with open(path) as f:
     summary = json.load(f)
@@ -205,8 +210,6 @@ def judge_swap_function(config, workdir: str) -> dict:
   with open(path, 'w') as f:
     json.dump(summary, f, indent=2)
   plots.swap_function(result, os.path.join(out, 'swap_function.png'))
-  logging.info('BNS swap function fitted to the network: mean |logit error| %.3f.',
-               result['logit_error'])
   return result
 
 
@@ -316,6 +319,10 @@ def evaluate(config, workdir: str) -> dict:
       'network': kde_log_likelihood(held_network, observed, c.kde_concentration),
       'behaviour_model': kde_log_likelihood(held_model, observed, c.kde_concentration)}
 
+  if c.bns_svi_steps > 0:
+    summary['bns_swap_function'] = judge_swap_function(config, workdir, displays,
+                                                       np.asarray(network_responses),
+                                                       np.asarray(surrogate))
   out = os.path.join(workdir, EVAL_DIR)
   os.makedirs(out, exist_ok=True)
   arrays = dict(cue=displays.cue, report=displays.report, cued=displays.cued,
@@ -327,8 +334,8 @@ def evaluate(config, workdir: str) -> dict:
                             c.num_plot_displays)
   plots.swap_rate_by_distance(summary, os.path.join(out, 'swap_rate_by_cue_distance.png'))
   plots.training_curve(train.read_metrics(workdir), os.path.join(out, 'training_loss.png'))
-  if c.bns_svi_steps > 0:
-    summary['bns_swap_function'] = judge_swap_function(config, workdir)
+  if 'bns_swap_function' in summary:
+    plots.swap_function(summary['bns_swap_function'], os.path.join(out, 'swap_function.png'))
   sr = summary['swap_rate']
   logging.info('Evaluation: swap rate network %.3f truth %.3f; max bin error %.3f; '
                'energy distance %.2f x noise floor.', sr['network'], sr['truth'],

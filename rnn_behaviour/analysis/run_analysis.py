@@ -95,11 +95,15 @@ DETAIL_COLUMNS = ('alignment_delay_end', 'alignment_response_onset', 'aligns_at_
                   'swap_auc_peak', 'swap_decodable_from')
 
 
+def _floats(values) -> np.ndarray:
+  """A JSON list with None for missing values, as floats with NaN."""
+  return np.asarray([np.nan if v is None else v for v in values], float)
+
+
 def decodable_from(auc, chance_upper, epochs) -> str:
   """The earliest pre-response step from which the swap AUC stays above its chance band,
   as '<epoch>+<step within it>' ('never' if the last pre-response step is not above it)."""
-  above = np.asarray(auc, float) > np.asarray(chance_upper, float)
-  above = np.where(np.isnan(np.asarray(auc, float)), False, above)
+  above = np.asarray(auc, float) > np.asarray(chance_upper, float)   # False where NaN.
   if not above.size or not above[-1]:
     return 'never'
   first = above.size - int(np.argmin(above[::-1])) if not above.all() else 0
@@ -116,16 +120,13 @@ def mechanism_details(numbers: dict, epochs) -> dict:
   over a flat line and rising. swap_auc_peak: the best pre-response AUC;
   swap_decodable_from: see `decodable_from`.
   """
-  cosine = np.asarray([np.nan if v is None else v for v in numbers['alignment']['cosine']],
-                      float)
+  cosine = _floats(numbers['alignment']['cosine'])
   fit = numbers['alignment']['fit']
   before, after = cosine[epochs.start('cue') - 1], cosine[epochs.trial_length - 1]
   params = fit.get('sigmoid_params') or {}
-  rising = params.get('high', 0.0) is not None and (params.get('high') or 0.0) > (
-      params.get('low') or 0.0)
+  rising = (params.get('high') or 0.0) > (params.get('low') or 0.0)
   swap = numbers['swap_decoding']
-  auc = np.asarray([np.nan if v is None else v for v in swap['auc']], float)
-  upper = np.asarray([np.nan if v is None else v for v in swap['chance_band'][1]], float)
+  auc, upper = _floats(swap['auc']), _floats(swap['chance_band'][1])
   return dict(alignment_delay_end=float(before), alignment_response_onset=float(after),
               aligns_at_cue=bool(before < 0.5 and after > 0.7 and fit.get('sigmoid_preferred')
                                  and rising),
@@ -188,8 +189,8 @@ def analyse_comparison(workdir: str) -> list[dict]:
       epochs = task_lib.epochs_from_config(config)
       details.append(dict(objective=objective, seed=seed, **mechanism_details(numbers, epochs)))
       curves.setdefault(objective, []).append(dict(
-          cosine=[np.nan if v is None else v for v in numbers['alignment']['cosine']],
-          auc=[np.nan if v is None else v for v in numbers['swap_decoding']['auc']]))
+          cosine=_floats(numbers['alignment']['cosine']),
+          auc=_floats(numbers['swap_decoding']['auc'])))
   if not rows:
     raise FileNotFoundError(f'no trained runs (<objective>/seed_<s>/) under {workdir}')
   with open(os.path.join(workdir, 'mechanisms.csv'), 'w', newline='') as f:

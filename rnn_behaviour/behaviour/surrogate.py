@@ -139,15 +139,16 @@ def from_fit(fit: bns_lib.BNSFit, set_size: int) -> BNSResponseModel:
                           alpha=zeros if vm else take('alpha'), spec=fit.spec)
 
 
-def load_response_model(fit_dir: str, set_size: int) -> BNSResponseModel:
-  """The posterior-predictive response model saved under `fit_dir`.
-
-  Args:
-    fit_dir: the `<workdir>/behaviour` folder written by `pipeline.fit_behaviour` (its
-      `bns_fit/` subfolder is read), or a `bns_fit` folder itself.
-    set_size: N of the displays the model will be asked about.
-  """
+def load_fit(fit_dir: str) -> bns_lib.BNSFit:
+  """The BNS fit saved under `fit_dir`: a `<workdir>/behaviour` folder written by
+  `pipeline.fit_behaviour` (its `bns_fit/` subfolder is read), or a `bns_fit` folder itself."""
   directory = os.path.join(fit_dir, FIT_SUBDIR)
   if not os.path.exists(os.path.join(directory, 'fit.json')):
     directory = fit_dir
-  return from_fit(bns_lib.load(directory), set_size)
+  return bns_lib.load(directory)
+
+
+def load_response_model(fit_dir: str, set_size: int) -> BNSResponseModel:
+  """The posterior-predictive response model saved under `fit_dir` (see `load_fit`), for
+  displays of `set_size` items."""
+  return from_fit(load_fit(fit_dir), set_size)
