@@ -7,7 +7,9 @@ report feature); "swap rate" is the fraction of responses nearest a non-target.
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 
 from absl import logging
@@ -16,26 +18,44 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_behaviour import circular
+from rnn_behaviour import progress
 from rnn_behaviour import rnn
 from rnn_behaviour import task as task_lib
 from rnn_behaviour.behaviour import source
 
 EVAL_DIR = 'eval'
+SWAP_RATE_CSV = 'swap_rate_by_cue_distance.csv'
+SWAP_RATE_COLUMNS = ('bin_centre_rad', 'bin_lower_rad', 'bin_upper_rad', 'network', 'truth',
+                     'model_weight', 'pairs')
+SUMMARY_CSV = 'summary.csv'
+STAGES = ('load the trained network', 'sample the network', 'sample the generating model',
+          'fit mixtures', 'held-out log-likelihood', 'fit BNS swap functions',
+          'write results and figures')
 
 
 def sample_network(network: rnn.Network, variables, displays: task_lib.Displays, task_config,
-                   key, num_samples: int, onset: str, displays_per_chunk: int = 64):
-  """(K, S) network responses, computed a chunk of displays at a time to bound memory."""
+                   key, num_samples: int, onset: str, displays_per_chunk: int = 64,
+                   what: str | None = None):
+  """(K, S) network responses, computed a chunk of displays at a time to bound memory.
+
+  With `what`, progress over the chunks is reported under that name (see `progress`).
+  """
 
   @jax.jit
   def run(chunk, k):
     epoch_inputs = task_lib.epoch_inputs_from_config(chunk, task_config)
     return network.sample(variables, epoch_inputs, k, num_samples, onset=onset)[0]
 
+  starts = range(0, displays.num_displays, displays_per_chunk)
+  reporter = progress.ProgressReporter(len(starts), what, unit='chunk') if what else None
   outputs = []
-  for i, start in enumerate(range(0, displays.num_displays, displays_per_chunk)):
+  for i, start in enumerate(starts):
     chunk = displays[start:start + displays_per_chunk]
-    outputs.append(run(chunk, jax.random.fold_in(key, i)))
+    outputs.append(run(chunk, jax.random.fold_in(key, i)).block_until_ready())
+    if reporter:
+      reporter.update(i + 1)
+  if reporter:
+    reporter.close()
   return jnp.concatenate(outputs)
 
 
@@ -170,11 +190,13 @@ def judge_swap_function(config, workdir: str, displays: task_lib.Displays, netwo
   s = min(c.bns_samples_per_display, network.shape[1])
   key_net, key_sur = jax.random.split(jax.random.fold_in(jax.random.key(c.seed), 2))
   min_distance = config.task.min_separation_cue
-  curves = {
-      'network': fit_swap_function(key_net, displays, network[:, :s], c.bns_svi_steps,
-                                   min_distance),
-      'surrogate': fit_swap_function(key_sur, displays, surrogate[:, :s], c.bns_svi_steps,
-                                     min_distance)}
+  curves = {}
+  for i, (name, key, responses) in enumerate((('network', key_net, network),
+                                              ('surrogate', key_sur, surrogate))):
+    progress.say(f'  BNS fit {i + 1}/2: the {name}\'s responses, {displays.num_displays} '
+                 f'displays x {s}, {c.bns_svi_steps} SVI steps')
+    curves[name] = fit_swap_function(key, displays, responses[:, :s], c.bns_svi_steps,
+                                     min_distance)
   distance = np.asarray(curves['network']['distance'])
   if config.behaviour.source == 'parametric' and config.behaviour.swap_kind != 'none':
     from rnn_behaviour.behaviour import parametric  # pylint: disable=g-import-not-at-top
@@ -209,6 +231,7 @@ def add_swap_function_judgement(config, workdir: str) -> dict:
   summary['bns_swap_function'] = result
   with open(path, 'w') as f:
     json.dump(summary, f, indent=2)
+  write_tables(summary, out)
   plots.swap_function(result, os.path.join(out, 'swap_function.png'))
   return result
 
@@ -283,62 +306,173 @@ def summarise(displays: task_lib.Displays, network, surrogate, surrogate_referen
   }
 
 
+def flatten_scalars(tree: dict, prefix: str = '') -> dict:
+  """The scalar leaves (numbers, strings, booleans) of a nested dict, keyed 'a.b.c'; lists
+  (curves, bin values) are left out."""
+  flat = {}
+  for name, value in tree.items():
+    key = f'{prefix}{name}'
+    if isinstance(value, dict):
+      flat.update(flatten_scalars(value, key + '.'))
+    elif isinstance(value, (bool, int, float, str, np.number)):
+      flat[key] = value
+  return flat
+
+
+def swap_rate_rows(summary: dict) -> list[dict]:
+  """One row per cue-distance bin (radians): the bin, network, truth and model-weight rates,
+  and the number of (display, non-target) pairs in it (see `summarise`)."""
+  bins, rates = summary['cue_distance_bins'], summary['swap_rate_by_cue_distance']
+  edges = bins['edges']
+  return [dict(bin_centre_rad=centre, bin_lower_rad=edges[b], bin_upper_rad=edges[b + 1],
+               network=rates['network'][b], truth=rates['truth'][b],
+               model_weight=rates['model_weight'][b], pairs=bins['pairs'][b])
+          for b, centre in enumerate(bins['centres'])]
+
+
+def _csv_cell(value):
+  if isinstance(value, (float, np.floating)):
+    return 'NaN' if math.isnan(value) else repr(float(value))
+  return value
+
+
+def write_csv(path: str, columns, rows) -> str:
+  """Writes rows (dicts) as CSV with a header; floats in full precision, NaN as 'NaN'."""
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(columns))
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+  return path
+
+
+def write_tables(summary: dict, out: str) -> list[str]:
+  """The judgement as flat CSV in `out`: `swap_rate_by_cue_distance.csv` (a row per bin) and
+  `summary.csv` (one row: every scalar of the summary, columns named by their path)."""
+  flat = flatten_scalars(summary)
+  return [write_csv(os.path.join(out, SWAP_RATE_CSV), SWAP_RATE_COLUMNS, swap_rate_rows(summary)),
+          write_csv(os.path.join(out, SUMMARY_CSV), flat, [flat])]
+
+
 def evaluate(config, workdir: str) -> dict:
   """Samples the trained network and the generating model on held-out displays, and writes
-  `<workdir>/eval/samples.npz`, `summary.json` and PNG figures."""
+  `<workdir>/eval/`: `samples.npz`, `summary.json`, `summary.csv`,
+  `swap_rate_by_cue_distance.csv` and PNG figures. Reports each stage as it runs."""
   from rnn_behaviour import plots  # Matplotlib only where figures are made.
   from rnn_behaviour import train
 
-  network, state = train.load_trained(config, workdir)
-  behaviour_model = source.target_model_from_config(config, workdir)
   c = config.eval
+  stages = progress.Stages('evaluate', [name for name in STAGES if c.bns_svi_steps > 0
+                                        or name != 'fit BNS swap functions'])
+  with stages.stage('load the trained network'):
+    network, state = train.load_trained(config, workdir)
+    behaviour_model = source.target_model_from_config(config, workdir)
   key_displays, key_network, key_surrogate, key_reference = jax.random.split(
       jax.random.key(c.seed), 4)
   displays = task_lib.displays_from_config(key_displays, c.num_displays, config.task)
-  network_responses = sample_network(network, state.variables, displays, config.task,
-                                     key_network, c.samples_per_display, config.diffusion.onset)
-  sample = jax.jit(behaviour_model.sample_responses, static_argnums=2)
-  surrogate = sample(key_surrogate, displays, c.samples_per_display)
-  reference = sample(key_reference, displays, c.samples_per_display)
-  weights = behaviour_model.mixture_weights(displays)
-  edges = cue_bin_edges(c.num_cue_bins, config.task.min_separation_cue)
-  summary = summarise(displays, network_responses, surrogate, reference, weights, edges)
+  with stages.stage('sample the network') as what:
+    network_responses = sample_network(network, state.variables, displays, config.task,
+                                       key_network, c.samples_per_display,
+                                       config.diffusion.onset, what=what)
+  with stages.stage('sample the generating model'):
+    sample = jax.jit(behaviour_model.sample_responses, static_argnums=2)
+    surrogate = sample(key_surrogate, displays, c.samples_per_display)
+    reference = sample(key_reference, displays, c.samples_per_display)
+    weights = behaviour_model.mixture_weights(displays)
+    edges = cue_bin_edges(c.num_cue_bins, config.task.min_separation_cue)
+    summary = summarise(displays, network_responses, surrogate, reference, weights, edges)
   summary['trained_steps'] = int(state.step)
-  summary['mixture_fit'] = {'network': mixture_summary(displays, network_responses),
-                            'truth': mixture_summary(displays, surrogate)}
+  with stages.stage('fit mixtures'):
+    summary['mixture_fit'] = {'network': mixture_summary(displays, network_responses),
+                              'truth': mixture_summary(displays, surrogate)}
   summary['guess_rate'] = {name: fit['p_u'] for name, fit in summary['mixture_fit'].items()}
-  key_heldout, key_heldout_net, key_heldout_sur = jax.random.split(jax.random.fold_in(
-      jax.random.key(c.seed), 1), 3)
-  held_displays, observed, description = heldout_observations(
-      config, key_heldout, behaviour_model, displays)
-  held_network = sample_network(network, state.variables, held_displays, config.task,
-                                key_heldout_net, c.samples_per_display, config.diffusion.onset)
-  held_model = sample(key_heldout_sur, held_displays, c.samples_per_display)
-  summary['heldout_loglik'] = {
-      'observations': description, 'kde_concentration': c.kde_concentration,
-      'network': kde_log_likelihood(held_network, observed, c.kde_concentration),
-      'behaviour_model': kde_log_likelihood(held_model, observed, c.kde_concentration)}
+  with stages.stage('held-out log-likelihood') as what:
+    key_heldout, key_heldout_net, key_heldout_sur = jax.random.split(jax.random.fold_in(
+        jax.random.key(c.seed), 1), 3)
+    held_displays, observed, description = heldout_observations(
+        config, key_heldout, behaviour_model, displays)
+    held_network = sample_network(network, state.variables, held_displays, config.task,
+                                  key_heldout_net, c.samples_per_display,
+                                  config.diffusion.onset, what=what)
+    held_model = sample(key_heldout_sur, held_displays, c.samples_per_display)
+    summary['heldout_loglik'] = {
+        'observations': description, 'kde_concentration': c.kde_concentration,
+        'network': kde_log_likelihood(held_network, observed, c.kde_concentration),
+        'behaviour_model': kde_log_likelihood(held_model, observed, c.kde_concentration)}
 
   if c.bns_svi_steps > 0:
-    summary['bns_swap_function'] = judge_swap_function(config, workdir, displays,
-                                                       np.asarray(network_responses),
-                                                       np.asarray(surrogate))
-  out = os.path.join(workdir, EVAL_DIR)
-  os.makedirs(out, exist_ok=True)
-  arrays = dict(cue=displays.cue, report=displays.report, cued=displays.cued,
-                network=network_responses, surrogate=surrogate, weights=weights)
-  np.savez(os.path.join(out, 'samples.npz'), **{k: np.asarray(v) for k, v in arrays.items()})
-  with open(os.path.join(out, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
-  plots.response_histograms(arrays, os.path.join(out, 'response_histograms.png'),
-                            c.num_plot_displays)
-  plots.swap_rate_by_distance(summary, os.path.join(out, 'swap_rate_by_cue_distance.png'))
-  plots.training_curve(train.read_metrics(workdir), os.path.join(out, 'training_loss.png'))
-  if 'bns_swap_function' in summary:
-    plots.swap_function(summary['bns_swap_function'], os.path.join(out, 'swap_function.png'))
+    with stages.stage('fit BNS swap functions'):
+      summary['bns_swap_function'] = judge_swap_function(config, workdir, displays,
+                                                         np.asarray(network_responses),
+                                                         np.asarray(surrogate))
+  with stages.stage('write results and figures'):
+    out = os.path.join(workdir, EVAL_DIR)
+    os.makedirs(out, exist_ok=True)
+    arrays = dict(cue=displays.cue, report=displays.report, cued=displays.cued,
+                  network=network_responses, surrogate=surrogate, weights=weights)
+    np.savez(os.path.join(out, 'samples.npz'), **{k: np.asarray(v) for k, v in arrays.items()})
+    with open(os.path.join(out, 'summary.json'), 'w') as f:
+      json.dump(summary, f, indent=2)
+    write_tables(summary, out)
+    plots.response_histograms(arrays, os.path.join(out, 'response_histograms.png'),
+                              c.num_plot_displays)
+    plots.swap_rate_by_distance(summary, os.path.join(out, 'swap_rate_by_cue_distance.png'))
+    plots.training_curve(train.read_metrics(workdir), os.path.join(out, 'training_loss.png'))
+    if 'bns_swap_function' in summary:
+      plots.swap_function(summary['bns_swap_function'], os.path.join(out, 'swap_function.png'))
   sr = summary['swap_rate']
-  logging.info('Evaluation: swap rate network %.3f truth %.3f; max bin error %.3f; '
-               'energy distance %.2f x noise floor.', sr['network'], sr['truth'],
-               summary['swap_rate_by_cue_distance']['max_abs_error'],
-               summary['energy_distance']['ratio_to_floor'])
+  progress.say(f"Evaluation: swap rate network {sr['network']:.3f} truth {sr['truth']:.3f}; "
+               f"max bin error {summary['swap_rate_by_cue_distance']['max_abs_error']:.3f}; "
+               f"energy distance {summary['energy_distance']['ratio_to_floor']:.2f} x noise "
+               f'floor; written to {out}.')
   return summary
+
+
+def judge_on_trials(config, workdir: str, samples_per_trial: int = 16) -> dict:
+  """The trained network judged against real trials: those of `config.data` whose set size is
+  `config.task.num_items`.
+
+  On each trial's display the network gives `samples_per_trial` responses; the one real response
+  is the data. Both are classed by their nearest item as in `summarise`.
+
+  Returns a dict: num_trials; cue_distance_bins (centres, rad) with, per bin, the rate of
+  responses nearest a non-target for the network and the data, and the (trial, non-target)
+  pairs; circular_sd_around_target (rad) of both; heldout_loglik (nats a trial) of the real
+  responses under the network's kernel density and the kappa used; and errors (response minus
+  target, rad: 'network' (T * S,), 'data' (T,)) for figures.
+  """
+  from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
+  from rnn_behaviour.behaviour import data as data_lib  # pylint: disable=g-import-not-at-top
+  if not ('data' in config and config.data.get('path')):
+    raise ValueError('judge_on_trials needs config.data.path (trial data to judge against)')
+  table = data_lib.load(config.data)
+  keep = np.flatnonzero(table.set_size == config.task.num_items)
+  if not keep.size:
+    raise ValueError(f'{config.data.path} has no trials of set size {config.task.num_items} '
+                     '(config.task.num_items)')
+  table = table.take(keep)
+  displays = table.displays()
+  observed = jnp.asarray(table.response, jnp.float32)
+  network, state = train.load_trained(config, workdir)
+  responses = sample_network(network, state.variables, displays, config.task,
+                             jax.random.key(config.eval.seed + 3), samples_per_trial,
+                             config.diffusion.onset, what='the network on the real trials')
+  edges = cue_bin_edges(config.eval.num_cue_bins, config.task.min_separation_cue)
+  net_bins, pairs = swap_rate_by_cue_distance(item_frequencies(responses, displays), displays,
+                                              edges)
+  data_bins, _ = swap_rate_by_cue_distance(item_frequencies(observed[:, None], displays),
+                                           displays, edges)
+  target = displays.cued_report()
+  errors = {'network': np.asarray(circular.wrap(responses - target[:, None])).ravel(),
+            'data': np.asarray(circular.wrap(observed - target))}
+  kappa = config.eval.kde_concentration
+  return {
+      'num_trials': int(keep.size), 'samples_per_trial': samples_per_trial,
+      'cue_distance_bins': {'centres': (0.5 * (edges[1:] + edges[:-1])).tolist(),
+                            'pairs': pairs.tolist()},
+      'swap_rate_by_cue_distance': {'network': net_bins.tolist(), 'data': data_bins.tolist()},
+      'circular_sd_around_target': {k: float(circular.circular_sd(v))
+                                    for k, v in errors.items()},
+      'heldout_loglik': {'network': kde_log_likelihood(responses, observed, kappa),
+                         'kde_concentration': kappa},
+      'errors': errors}

@@ -38,16 +38,21 @@ def response_histograms(arrays, path: str, count: int = 6, bins: int = 48):
                  lw=1.2, label='target' if is_target else 'non-target')
     nontarget = [j for j in range(report.shape[1]) if j != cued[k]]
     dc = np.abs((cue[k, nontarget] - cue[k, cued[k]] + np.pi) % (2 * np.pi) - np.pi)
-    ax.set_title(f'display {k}: cue dist {", ".join(f"{d:.2f}" for d in dc)}\n'
-                 f'swap weight {weights[k, 1:][nontarget].sum():.2f}', fontsize=9)
+    ax.set_title(f'display {k}: non-target cue distance {", ".join(f"{d:.2f}" for d in dc)} '
+                 f'rad\nmodel swap weight {weights[k, 1:][nontarget].sum():.2f}', fontsize=9)
     ax.set_xlim(-np.pi, np.pi)
     ax.set_xlabel('response (rad)')
+    ax.set_ylabel('density (1/rad)')
   for ax in list(axes.flat)[len(chosen):]:
     ax.axis('off')
   handles, labels = axes.flat[0].get_legend_handles_labels()
   unique = dict(zip(labels, handles))
-  fig.legend(unique.values(), unique.keys(), loc='upper center', ncol=4, fontsize=8)
-  fig.tight_layout(rect=(0, 0, 1, 0.93))
+  samples = np.asarray(arrays['network']).shape[1]
+  fig.suptitle(f'Responses on {len(chosen)} of {len(report)} held-out displays '
+               f'({samples} samples each): network vs generating model', fontsize=10)
+  fig.legend(unique.values(), unique.keys(), loc='upper center', ncol=4, fontsize=8,
+             bbox_to_anchor=(0.5, 0.95))
+  fig.tight_layout(rect=(0, 0, 1, 0.88))
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
@@ -61,10 +66,12 @@ def swap_rate_by_distance(summary: dict, path: str):
   ax.plot(centres, rates['model_weight'], ':', color='k', label='model swap weight')
   ax.plot(centres, rates['network'], 's-', color='tab:blue', label='network')
   ax.set_xlabel('cue distance of non-target (rad)')
-  ax.set_ylabel('rate of responses nearest it')
+  ax.set_ylabel('fraction of responses nearest it')
   ax.set_ylim(bottom=0)
   ax.legend(fontsize=8)
-  ax.set_title(f"max |network - truth| = {rates['max_abs_error']:.3f}", fontsize=9)
+  ax.set_title(f"Swap rate by cue distance ({summary['num_displays']} displays x "
+               f"{summary['samples_per_display']} samples)\n"
+               f"max |network - truth| = {rates['max_abs_error']:.3f}", fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -87,8 +94,10 @@ def swap_function(result: dict, path: str):
       ax.fill_between(curve['distance'], curve['lower'], curve['upper'], color=color, alpha=0.25,
                       lw=0)
   ax.set_xlabel('cue distance of non-target (rad)')
-  ax.set_ylabel('swap logit f(d)')
-  ax.set_title(f"mean |network - generating| = {result['logit_error']:.2f}", fontsize=9)
+  ax.set_ylabel('swap logit f(d) (log-odds)')
+  ax.set_title(f"Swap function of BNS fits ({result.get('samples_per_display', '?')} responses "
+               f"a display)\nmean |network - generating| = {result['logit_error']:.2f}",
+               fontsize=9)
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -105,8 +114,40 @@ def training_curve(metrics: list[dict], path: str):
       ax.plot(steps, [m['denoise'] for m in metrics], '--', label='denoising term')
     ax.set_yscale('log')
     ax.legend(fontsize=8)
-  ax.set_xlabel('step')
-  ax.set_ylabel('training loss')
+  else:
+    ax.text(0.5, 0.5, 'no metrics logged', ha='center', va='center', transform=ax.transAxes)
+  ax.set_xlabel('training step')
+  ax.set_ylabel('loss (squared readout units, log scale)')
+  ax.set_title('Training loss', fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def network_vs_trials(result: dict, path: str, bins: int = 48):
+  """The network against real trials (`evaluate.judge_on_trials`): error histograms and swap
+  rate by cue distance."""
+  fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+  edges = np.linspace(-np.pi, np.pi, bins + 1)
+  errors = result['errors']
+  left.hist(errors['data'], edges, density=True, color='tab:gray', alpha=0.5,
+            label=f"data ({result['num_trials']} trials)")
+  left.hist(errors['network'], edges, density=True, histtype='step', lw=1.8, color='tab:blue',
+            label=f"network ({result['samples_per_trial']} samples a trial)")
+  left.set_xlim(-np.pi, np.pi)
+  left.set_xlabel('response - target (rad)')
+  left.set_ylabel('density (1/rad)')
+  left.set_title('Response error on the real displays', fontsize=9)
+  left.legend(fontsize=8)
+  centres = result['cue_distance_bins']['centres']
+  rates = result['swap_rate_by_cue_distance']
+  right.plot(centres, rates['data'], 'o-', color='tab:gray', label='data')
+  right.plot(centres, rates['network'], 's-', color='tab:blue', label='network')
+  right.set_xlabel('cue distance of non-target (rad)')
+  right.set_ylabel('fraction of responses nearest it')
+  right.set_ylim(bottom=0)
+  right.set_title('Swap rate by cue distance on the real displays', fontsize=9)
+  right.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
