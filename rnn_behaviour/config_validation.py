@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from rnn_behaviour import objectives
@@ -119,6 +121,16 @@ def validate(config) -> None:
            lambda v: _finite(v) and c.task.min_separation_cue - 1e-6 <= v <= np.pi + 1e-6,
            f'in [config.task.min_separation_cue ({c.task.min_separation_cue:.3f}), pi]')
   _check(c, 'train.grad_clip', _nonnegative, 'non-negative (0 disables clipping)')
+  if 'ensemble_size' in c.train:
+    _check(c, 'train.ensemble_size', _positive_int, 'a positive integer')
+  if 'init_from' in c.train:
+    _check(c, 'train.init_from', lambda v: isinstance(v, str), "a workdir path or ''")
+    if c.train.init_from and not os.path.isdir(c.train.init_from):
+      raise ConfigError(f'config.train.init_from={c.train.init_from!r} is not a directory '
+                        '(the workdir of a finished run)')
+  if c.task.num_items < 2:
+    raise ConfigError(f'config.task.num_items must be >= 2 (the task, its swap errors and their '
+                      f'judgement need a non-target), got {c.task.num_items}')
   chunk = c.train.displays_per_chunk
   if chunk and c.train.displays_per_batch % chunk:
     raise ConfigError(f'config.train.displays_per_chunk={chunk} must divide '

@@ -1,12 +1,24 @@
-"""Training: state creation, the jitted train step, and the loop with checkpoints and metrics.
+"""Training: the build seam, the jitted train step, and the loop with checkpoints and metrics.
 
-Randomness is a pure function of (config.seed, step): the batch of step s is drawn with
+`build(config, workdir)` turns a config into pure functions (`init`, `train_step`,
+`sample_batch`, `sample`); the loop in `train` only orchestrates: restore, step, log, save.
+
+Randomness is a pure function of (seed, step): the batch of step s is drawn with
 fold_in(data_key, s) and its noise with fold_in(noise_key, s). A run resumed from a checkpoint
 at step s therefore continues exactly as the uninterrupted run would have.
+
+Seed ensembles (`config.train.ensemble_size = E > 1`) train E networks with seeds
+config.seed + i in one jitted step: parameters, optimiser state and keys carry a leading member
+axis and the step is vmapped, so member i computes exactly what a standalone run with seed
+config.seed + i computes. A member whose metrics turn non-finite is frozen at its last good
+state (its `step` stops advancing) while the others go on; a member is alive iff its step
+equals the ensemble's.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import time
@@ -17,6 +29,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
@@ -120,6 +133,121 @@ def _num_chunks(train_config) -> int:
   return train_config.displays_per_batch // chunk if chunk else 1
 
 
+def ensemble_size(config) -> int:
+  """E, the number of seeds trained together (1: a standalone run, no member axis)."""
+  return int(config.train.get('ensemble_size', 1))
+
+
+def member_seeds(config) -> list[int]:
+  """The seeds of an ensemble's members: config.seed + i."""
+  return [int(config.seed) + i for i in range(ensemble_size(config))]
+
+
+def stack_members(trees):
+  """Stacks per-member pytrees along a new leading member axis."""
+  return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
+
+
+def member_slice(tree, member: int):
+  """Member `member` of a stacked (ensemble) pytree."""
+  return jax.tree_util.tree_map(lambda a: a[member], tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+  """A config turned into pure functions; everything else (the loop, benchmarks, evaluation,
+  analysis, notebooks) calls these.
+
+  init(key) -> TrainState; train_step(state, batch, key) -> (state, metrics);
+  sample_batch(key) -> objectives.Batch; sample(variables, displays, key, num_samples) ->
+  responses (K, S) of the free-running network. None is jitted; `train_step_fn` below gives
+  the jitted (and, for ensembles, vmapped) step the loop runs.
+  """
+  config: Any
+  network: rnn.Network
+  tx: optax.GradientTransformation
+  behaviour_model: Any
+  init: Callable
+  train_step: Callable
+  sample_batch: Callable
+  sample: Callable
+
+
+def build(config, workdir: str | None = None, behaviour_model=None) -> Built:
+  """The seam: config -> network, optimiser and pure init/step/batch/sample functions."""
+  network = rnn.make_network(config)
+  tx = make_optimizer(config.train)
+  if behaviour_model is None:
+    behaviour_model = source.training_model_from_config(config, workdir)
+  loss_fn = objectives.make_loss_fn(config, network)
+
+  def init(key) -> TrainState:
+    return create_train_state(config, network, tx, key)
+
+  def sample_batch(key):
+    return objectives.sample_batch(key, config, behaviour_model)
+
+  def sample(variables, displays, key, num_samples: int):
+    inputs = task_lib.epoch_inputs_from_config(displays, config.task)
+    return network.sample(variables, inputs, key, num_samples, onset=config.diffusion.onset)[0]
+
+  return Built(config=config, network=network, tx=tx, behaviour_model=behaviour_model,
+               init=init, train_step=make_train_step(loss_fn, tx, _num_chunks(config.train)),
+               sample_batch=sample_batch, sample=sample)
+
+
+def init_states(built: Built, seeds) -> TrainState:
+  """Initial state of one run (one seed: no member axis) or of an ensemble (stacked)."""
+  if len(seeds) == 1:
+    return built.init(root_keys(seeds[0])[0])
+  return stack_members([built.init(root_keys(s)[0]) for s in seeds])
+
+
+def step_keys(seeds, step: int):
+  """(data keys, noise keys) of training step `step` for each seed, stacked if several."""
+  keys = [root_keys(s) for s in seeds]
+  data = [jax.random.fold_in(k[1], step) for k in keys]
+  noise = [jax.random.fold_in(k[2], step) for k in keys]
+  if len(seeds) == 1:
+    return data[0], noise[0]
+  return jnp.stack(data), jnp.stack(noise)
+
+
+def _all_finite(metrics):
+  """True where every metric is finite; per member if metrics carry a member axis."""
+  flags = [jnp.isfinite(v) for v in jax.tree_util.tree_leaves(metrics)]
+  return functools.reduce(jnp.logical_and, flags)
+
+
+def train_step_fn(built: Built, num_members: int) -> Callable:
+  """The jitted step the loop runs: (state, data_key, noise_key) -> (state, metrics, finite).
+
+  One run: sample a batch and take a step. Ensemble: the same, vmapped over the member axis of
+  state and keys; a member whose metrics are not finite, or that is already frozen (its step
+  behind the others'), keeps its old state.
+  """
+
+  def single(state, data_key, noise_key):
+    batch = built.sample_batch(data_key)
+    new_state, metrics = built.train_step(state, batch, noise_key)
+    return new_state, metrics, _all_finite(metrics)
+
+  if num_members == 1:
+    return jax.jit(single, donate_argnums=(0,))
+
+  def ensemble(state, data_keys, noise_keys):
+    alive = state.step == jnp.max(state.step)
+    new_state, metrics, finite = jax.vmap(single)(state, data_keys, noise_keys)
+    keep = alive & finite
+
+    def choose(new, old):
+      return jnp.where(keep.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+    return jax.tree_util.tree_map(choose, new_state, state), metrics, keep
+
+  return jax.jit(ensemble, donate_argnums=(0,))
+
+
 def checkpoint_manager(workdir: str, train_config) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=train_config.keep_checkpoints, create=True)
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
@@ -150,68 +278,173 @@ def _truncate_metrics(path: str, last_step: int) -> None:
     f.writelines(lines)
 
 
-def read_metrics(workdir: str) -> list[dict]:
+def read_metrics(workdir: str, member: int | None = None) -> list[dict]:
+  """The metric records of a run; for an ensemble, those of one member (None: all)."""
   path = os.path.join(workdir, METRICS_FILE)
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    records = [json.loads(line) for line in f if line.strip()]
+  if member is None:
+    return records
+  return [r for r in records if r.get('member', 0) == member]
 
 
 SHAPE_SECTIONS = ('model', 'task')   # Config sections that fix the shapes in a checkpoint.
 
 
+def _saved_config(workdir: str) -> dict | None:
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _has_checkpoints(workdir: str) -> bool:
+  checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
+  return os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints))
+
+
 def check_resumable(config, workdir: str) -> None:
   """Fails, naming the fields, if `workdir` holds checkpoints of a differently shaped run."""
-  path = os.path.join(workdir, 'config.json')
-  checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
-  if not (os.path.exists(path) and os.path.isdir(checkpoints)
-          and any(name.isdigit() for name in os.listdir(checkpoints))):
+  saved = _saved_config(workdir)
+  if saved is None or not _has_checkpoints(workdir):
     return
-  with open(path) as f:
-    saved = json.load(f)
   differences = []
   for section in SHAPE_SECTIONS:
     now = json.loads(config[section].to_json_best_effort())
     before = saved.get(section, {})
     differences += [f'config.{section}.{k}: {before.get(k)!r} -> {now.get(k)!r}'
                     for k in sorted(set(now) | set(before)) if now.get(k) != before.get(k)]
+  before_size = saved.get('train', {}).get('ensemble_size', 1)
+  if before_size != ensemble_size(config):
+    differences.append(f'config.train.ensemble_size: {before_size!r} -> '
+                       f'{ensemble_size(config)!r}')
   if differences:
     raise ValueError(f'{workdir} holds checkpoints of a run with another network or task '
                      f'({"; ".join(differences)}); use a new --workdir or the old values')
 
 
-def save_config(config, workdir: str) -> None:
+def save_config(config, workdir: str, extra: dict | None = None) -> None:
+  """Writes the resolved config (plus `extra` top-level entries) to <workdir>/config.json."""
   os.makedirs(workdir, exist_ok=True)
+  content = json.loads(config.to_json_best_effort())
+  content.update(extra or {})
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    json.dump(content, f, indent=2, sort_keys=True)
 
 
-def load_trained(config, workdir: str) -> tuple[rnn.Network, TrainState]:
-  """The network of a run and its latest checkpointed state."""
-  network = rnn.make_network(config)
-  tx = make_optimizer(config.train)
-  template = create_train_state(config, network, tx, root_keys(config.seed)[0])
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a training run saved in its workdir."""
+  saved = _saved_config(workdir)
+  if saved is None:
+    raise FileNotFoundError(f'{os.path.join(workdir, "config.json")}: not a training workdir '
+                            '(no config.json)')
+  saved.pop('initialised_from', None)
+  return ml_collections.ConfigDict(saved)
+
+
+def load_trained(config, workdir: str, member: int | None = None
+                 ) -> tuple[rnn.Network, TrainState]:
+  """The network of a run and its latest checkpointed state.
+
+  For an ensemble, `member` selects one member's state (no member axis); None returns the
+  stacked ensemble state.
+  """
+  built = build(config, behaviour_model=False)
+  template = init_states(built, member_seeds(config))
   manager = checkpoint_manager(workdir, config.train)
   state = restore_latest(manager, template)
   manager.close()
   if state is None:
     raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}; '
                             'train first (--mode=train)')
-  return network, state
+  if member is not None and ensemble_size(config) > 1:
+    if not 0 <= member < ensemble_size(config):
+      raise ValueError(f'member {member} is outside the ensemble of '
+                       f'{ensemble_size(config)} in {workdir}')
+    state = member_slice(state, member)
+  return built.network, state
+
+
+def _shape_differences(expected, found) -> list[str]:
+  """'path: found -> expected' for every leaf whose shape differs (or is missing)."""
+  flat_expected = {jax.tree_util.keystr(p): np.shape(v)
+                   for p, v in jax.tree_util.tree_leaves_with_path(expected)}
+  flat_found = {jax.tree_util.keystr(p): np.shape(v)
+                for p, v in jax.tree_util.tree_leaves_with_path(found)}
+  return [f'{path}: {flat_found.get(path, "missing")} -> {flat_expected.get(path, "missing")}'
+          for path in sorted(set(flat_expected) | set(flat_found))
+          if flat_expected.get(path) != flat_found.get(path)]
+
+
+def initialise_from(config, state: TrainState, tx: optax.GradientTransformation
+                    ) -> tuple[TrainState, dict]:
+  """`state` with parameters and readout taken from the run in config.train.init_from.
+
+  The source's final checkpoint provides the parameters and the fixed readout (the network
+  learned with that readout); the optimiser starts fresh and the step at 0. Shapes must match
+  (same network, task inputs and ensemble size), else a ValueError names the differing
+  parameters and config fields.
+
+  Returns the new state and a record of the source for config.json.
+  """
+  source_dir = os.path.abspath(config.train.init_from)
+  source_config = load_run_config(source_dir)
+  fields = []
+  for section in SHAPE_SECTIONS:
+    for key in ('num_units', 'cell', 'num_branches', 'num_subbranches', 'time_embedding_size',
+                'num_items', 'num_tuning', 'cueing'):
+      if key in config[section] and source_config[section].get(key) != config[section][key]:
+        fields.append(f'config.{section}.{key}: {source_config[section].get(key)!r} (source) vs '
+                      f'{config[section][key]!r}')
+  if source_config.train.get('ensemble_size', 1) != ensemble_size(config):
+    fields.append(f"config.train.ensemble_size: {source_config.train.get('ensemble_size', 1)!r} "
+                  f'(source) vs {ensemble_size(config)!r}')
+  try:
+    _, source_state = load_trained(source_config, source_dir)
+  except FileNotFoundError as error:
+    raise FileNotFoundError(f'config.train.init_from={config.train.init_from!r}: {error}') from None
+  differences = _shape_differences(
+      {'params': state.params, 'constants': state.constants},
+      {'params': source_state.params, 'constants': source_state.constants})
+  if differences or fields:
+    raise ValueError(
+        f'config.train.init_from={config.train.init_from!r}: the source network does not fit '
+        f'this config ({"; ".join(fields + differences)}); train the source with the same '
+        'model, task inputs and ensemble size')
+  step = np.asarray(source_state.step)
+  init_state = TrainState(step=jnp.zeros_like(state.step), params=source_state.params,
+                          constants=source_state.constants,
+                          opt_state=jax.vmap(tx.init)(source_state.params)
+                          if ensemble_size(config) > 1 else tx.init(source_state.params))
+  record = {'workdir': source_dir, 'step': step.tolist(),
+            'objective': source_config.objective.name,
+            'behaviour': source_config.behaviour.to_dict()}
+  return init_state, record
+
+
+def _metric_records(step: int, metrics, rate: float, num_members: int) -> list[dict]:
+  """One JSON record per member (one in all for a standalone run)."""
+  metrics = jax.device_get(metrics)
+  if num_members == 1:
+    return [{'step': step, **{k: float(v) for k, v in metrics.items()}, 'steps_per_s': rate}]
+  return [{'step': step, 'member': i, **{k: float(v[i]) for k, v in metrics.items()},
+           'steps_per_s': rate} for i in range(num_members)]
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains, resuming from the latest checkpoint in `workdir` if there is one."""
+  """Trains, resuming from the latest checkpoint in `workdir` if there is one.
+
+  A fresh run starts from config.train.init_from's final parameters when that is set.
+  """
   config_validation.validate(config)
   check_resumable(config, workdir)
-  save_config(config, workdir)
-  init_key, data_key, noise_key = root_keys(config.seed)
-  network = rnn.make_network(config)
-  behaviour_model = source.training_model_from_config(config, workdir)
-  tx = make_optimizer(config.train)
-  loss_fn = objectives.make_loss_fn(config, network)
-  state = create_train_state(config, network, tx, init_key)
+  built = build(config, workdir)
+  seeds = member_seeds(config)
+  num_members = len(seeds)
+  state = init_states(built, seeds)
 
   manager = checkpoint_manager(workdir, config.train)
   try:
@@ -219,47 +452,72 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   except ValueError:
     manager.close()
     raise
-  metrics_path = os.path.join(workdir, METRICS_FILE)
+  extra = {}
+  previous = _saved_config(workdir) or {}
   if restored is not None:
     state = restored
-    logging.info('Resumed from checkpoint at step %d in %s.', int(state.step), workdir)
-  _truncate_metrics(metrics_path, int(state.step))
+    extra = {k: v for k, v in previous.items() if k == 'initialised_from'}
+    logging.info('Resumed from checkpoint at step %d in %s.', int(np.max(state.step)), workdir)
+  elif config.train.get('init_from', ''):
+    state, source_record = initialise_from(config, state, built.tx)
+    extra = {'initialised_from': source_record}
+    logging.info('Initialised from %s (its step %s); optimiser fresh.', source_record['workdir'],
+                 source_record['step'])
+  save_config(config, workdir, extra)
+  start = int(np.max(state.step))
+  metrics_path = os.path.join(workdir, METRICS_FILE)
+  _truncate_metrics(metrics_path, start)
 
-  sample_batch = jax.jit(lambda key: objectives.sample_batch(key, config, behaviour_model))
-  train_step = jax.jit(make_train_step(loss_fn, tx, _num_chunks(config.train)),
-                       donate_argnums=(0,))
+  step_fn = train_step_fn(built, num_members)
   c = config.train
   num_params = sum(p.size for p in jax.tree_util.tree_leaves(state.params))
-  logging.info('Training %s cell, %d units, %d parameters, %d displays x %d samples per step.',
-               config.model.cell, config.model.num_units, num_params, c.displays_per_batch,
-               c.samples_per_display)
-  start = int(state.step)
+  logging.info('Training %s cell, %d units, %d parameters%s, %d displays x %d samples per step.',
+               config.model.cell, config.model.num_units, num_params,
+               f' ({num_members} members, seeds {seeds})' if num_members > 1 else '',
+               c.displays_per_batch, c.samples_per_display)
   last_time, last_step = time.time(), start
+  alive = np.ones(num_members, bool)
   for step in range(start, c.num_steps):
-    batch = sample_batch(jax.random.fold_in(data_key, step))
-    new_state, metrics = train_step(state, batch, jax.random.fold_in(noise_key, step))
-    metrics = jax.device_get(metrics)
-    if not all(jnp.isfinite(v) for v in metrics.values()):
+    data_key, noise_key = step_keys(seeds, step)
+    new_state, metrics, finite = step_fn(state, data_key, noise_key)
+    finite = np.asarray(finite).reshape(-1)
+    if num_members == 1 and not finite[0]:
       manager.wait_until_finished()
       kept = manager.latest_step()
       manager.close()
       raise FloatingPointError(
           f'non-finite training metrics at step {step + 1}: '
-          f'{ {k: float(v) for k, v in metrics.items()} }. Training stopped; the last good '
-          f'checkpoint (step {kept}) is kept in {os.path.join(workdir, CHECKPOINT_DIR)}. '
+          f'{ {k: float(v) for k, v in jax.device_get(metrics).items()} }. Training stopped; '
+          f'the last good checkpoint (step {kept}) is kept in '
+          f'{os.path.join(workdir, CHECKPOINT_DIR)}. '
           'Lower config.train.learning_rate or set config.train.grad_clip.')
     state = new_state
+    if num_members > 1:
+      for i in np.flatnonzero(alive & ~finite):
+        logging.warning('Ensemble member %d (seed %d) has non-finite metrics at step %d: it is '
+                        'stopped at its last good state (step %d); the others go on.', i,
+                        seeds[i], step + 1, step)
+      alive &= finite
+      if not alive.any():
+        manager.close()
+        raise FloatingPointError(f'every ensemble member diverged by step {step + 1}; lower '
+                                 'config.train.learning_rate or set config.train.grad_clip.')
     done = step + 1
     if done % c.log_every == 0 or done == c.num_steps:
       now = time.time()
       rate = (done - last_step) / max(now - last_time, 1e-9)
       last_time, last_step = now, done
-      record = {'step': done, **{k: float(v) for k, v in metrics.items()},
-                'steps_per_s': rate}
+      records = _metric_records(done, metrics, rate, num_members)
       with open(metrics_path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
-      parts = '  '.join(f'{k} {float(v):.5g}' for k, v in sorted(metrics.items()))
-      logging.info('step %d/%d  %s  %.2f steps/s', done, c.num_steps, parts, rate)
+        f.writelines(json.dumps(r) + '\n' for r in records)
+      shown = records[0] if num_members == 1 else {
+          k: float(np.mean([r[k] for r, a in zip(records, alive) if a]))
+          for k in records[0] if k not in ('step', 'member', 'steps_per_s')}
+      parts = '  '.join(f'{k} {v:.5g}' for k, v in sorted(shown.items())
+                        if k not in ('step', 'steps_per_s'))
+      logging.info('step %d/%d  %s%s  %.2f steps/s', done, c.num_steps, parts,
+                   f'  (mean of {int(alive.sum())} live members)' if num_members > 1 else '',
+                   rate)
     if done % c.checkpoint_every == 0 or done == c.num_steps:
       manager.save(done, args=ocp.args.StandardSave(state))
   manager.wait_until_finished()

@@ -81,13 +81,8 @@ def analyse(config, workdir: str) -> dict:
 
 def load_run_config(run_dir: str):
   """The resolved config a training run saved in its workdir."""
-  import json  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  path = os.path.join(run_dir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path}: not a training workdir (no config.json)')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
+  return train.load_run_config(run_dir)
 
 
 MECHANISM_COLUMNS = ('objective', 'seed') + report.SUMMARY_COLUMNS

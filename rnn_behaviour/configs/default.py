@@ -79,6 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
       log_every=100,
       checkpoint_every=1000,
       keep_checkpoints=3,
+      ensemble_size=1,               # E > 1: train seeds config.seed + 0..E-1 in one program.
+      init_from='',                  # A workdir whose final parameters start this run (the
+                                     # curriculum's previous stage); the optimiser starts fresh.
   ))
 
   config.eval = ml_collections.ConfigDict(dict(
