@@ -378,6 +378,49 @@ class BNSFit:
     return jax.lax.map(lambda p: trial_log_likelihood(p, d, self.spec), params, batch_size=16)
 
 
+def predictive_responses(key, fit_: 'BNSFit', table: data_lib.TrialTable, num_draws: int = 200,
+                         batch_size: int = 16) -> np.ndarray:
+  """Posterior-predictive replicate responses on the table's own trials, (R, T) radians.
+
+  Replicate r uses one posterior draw for every trial (so statistics computed per replicate
+  carry the posterior's uncertainty) and each trial's own subject and set size (its own guess
+  logit and emission), unlike `surrogate`, which serves new displays of unknown subjects.
+  Draws are taken in order, cycling if `num_draws` exceeds the fit's.
+
+  Args:
+    key: PRNG key.
+    fit_: a fitted BNS (von Mises or wrapped-stable emission).
+    table: T trials whose subjects and set sizes the fit knows.
+    num_draws: R replicates.
+  """
+  d, _ = make_data(fit_.spec, table, fit_.labels)
+  idx = np.arange(num_draws) % fit_.num_samples
+  params = {k: jnp.asarray(v[idx]) for k, v in fit_.samples.items()}
+  keys = jax.random.split(key, num_draws)
+  _, _, nt_report, mask = table.nontargets()
+  centres = jnp.asarray(np.concatenate([table.target_report()[:, None],
+                                        np.where(mask, nt_report, 0.0)], 1), jnp.float32)
+  if mask.shape[1] == 0:
+    centres = jnp.concatenate([centres, jnp.zeros_like(centres)], 1)   # make_data's pad slot.
+
+  def one(args):
+    p, k = args
+    key_comp, key_noise, key_guess = jax.random.split(k, 3)
+    log_w = trial_log_weights(p, d)                                   # (T, 2 + J)
+    comp = jax.random.categorical(key_comp, log_w, axis=-1)           # 0 guess, 1 target, ...
+    centre = jnp.take_along_axis(centres, jnp.maximum(comp - 1, 0)[:, None], 1)[:, 0]
+    if fit_.spec.emission == 'von_mises':
+      noise = circular.sample_von_mises(key_noise, 0.0, p['kappa'][d.group_index])
+    else:
+      from rnn_behaviour.behaviour import surrogate  # pylint: disable=g-import-not-at-top
+      noise = surrogate.sample_symmetric_stable(key_noise, p['alpha'][d.group_index],
+                                                p['gamma'][d.group_index])
+    guess = jax.random.uniform(key_guess, centre.shape, minval=-jnp.pi, maxval=jnp.pi)
+    return jnp.where(comp == 0, guess, circular.wrap(centre + noise))
+
+  return np.asarray(jax.lax.map(one, (params, keys), batch_size=batch_size), np.float64)
+
+
 def _guide(spec_model, guide: str):
   if guide == 'mvn':
     return autoguide.AutoMultivariateNormal(spec_model,
@@ -406,9 +449,122 @@ def _run_svi(svi, state, d, trial_weight, num_steps):
   return jax.lax.scan(body, state, None, length=num_steps)
 
 
+def _chunk_length(num_steps: int, max_chunks: int = 20) -> int:
+  """The largest divisor-based chunk so that num_steps splits into <= max_chunks equal parts.
+
+  Equal chunks compile once; between chunks the host logs progress and stops early on NaN.
+  """
+  for n in range(min(max_chunks, num_steps), 0, -1):
+    if num_steps % n == 0:
+      return num_steps // n
+  return num_steps
+
+
+def run_svi_chunked(run_chunk, state, num_steps: int, describe=None, tick=None):
+  """Runs `run_chunk(state) -> (state, losses (..., c))` until `num_steps`, in equal chunks.
+
+  Args:
+    run_chunk: a jitted function taking and returning an SVI state (any leading fold axis),
+      doing `_chunk_length(num_steps)` steps.
+    state: the initial state.
+    num_steps: total steps.
+    describe: optional `f(done, losses) -> str` for progress lines.
+    tick: a `progress.Throttle` (or any callable taking a message) for progress lines.
+
+  Returns:
+    (state, losses (..., steps run)): stops early once every loss of the last chunk is
+    non-finite (a NaN never recovers), so a diverged run costs less than a full one.
+  """
+  chunk = _chunk_length(num_steps)
+  losses = []
+  done = 0
+  while done < num_steps:
+    state, part = run_chunk(state)
+    part = np.asarray(part)
+    losses.append(part)
+    done += chunk
+    if tick is not None and describe is not None:
+      tick(describe(done, part))
+    if not np.isfinite(part[..., -1]).any():
+      break
+  return state, np.concatenate(losses, axis=-1)
+
+
+# A fit's loss trace is "exploding" when its last tenth averages this many nats above the best
+# tenth: SVI's single-sample ELBO is noisy, but a run that climbs back up by this much from
+# its best has left the basin it found (seen before NaNs on large data sets).
+EXPLODE_NATS_PER_TRIAL = 0.5
+
+
+def svi_divergence(losses, num_trials: int) -> str | None:
+  """Why an SVI loss trace (steps,) counts as diverged, or None when it does not.
+
+  Diverged: any non-finite loss, or the mean loss of the final tenth exceeding the lowest
+  tenth's mean by more than `EXPLODE_NATS_PER_TRIAL` x max(num_trials, 10) nats.
+  """
+  losses = np.asarray(losses, np.float64)
+  if not np.all(np.isfinite(losses)):
+    first = int(np.argmin(np.isfinite(losses)))
+    return f'non-finite ELBO loss from step {first + 1} of {len(losses)}'
+  tenth = max(len(losses) // 10, 1)
+  means = np.array([losses[i:i + tenth].mean() for i in range(0, len(losses) - tenth + 1,
+                                                                 tenth)])
+  rise = float(means[-1] - means.min())
+  if rise > EXPLODE_NATS_PER_TRIAL * max(num_trials, 10):
+    return f'exploding ELBO loss: the last tenth is {rise:.3g} nats above the best tenth'
+  return None
+
+
+def _params_finite(params) -> bool:
+  return all(bool(np.all(np.isfinite(np.asarray(v)))) for v in jax.tree_util.tree_leaves(params))
+
+
+def _svi_with_restarts(key, svi_for_lr, d, trial_weight, num_steps, learning_rate,
+                       num_trials, max_restarts, lr_factor, tick=None, label='BNS SVI'):
+  """SVI from a fresh init, restarted at a lower step size while it diverges.
+
+  Args:
+    svi_for_lr: `lr -> (svi, guide)`.
+    label: names the fit in progress and warning lines.
+
+  Returns:
+    (svi, guide, state, losses, attempts): `attempts` lists every try as dict(learning_rate,
+    diverged: reason or None); the last is the one returned.
+
+  Raises:
+    FloatingPointError when the last try still diverges.
+  """
+  from rnn_behaviour.behaviour import progress  # pylint: disable=g-import-not-at-top
+  attempts = []
+  lr = float(learning_rate)
+  for attempt in range(max_restarts + 1):
+    svi, g = svi_for_lr(lr)
+    key, key_init = jax.random.split(key)
+    state = svi.init(key_init, d, trial_weight)
+    chunk = _chunk_length(num_steps)
+    run = jax.jit(lambda st: _run_svi(svi, st, d, trial_weight, chunk))
+    describe = lambda done, part: (f'{label}: step {done}/{num_steps}, loss '
+                                   f'{float(np.nanmean(part)):.1f} (lr {lr:.3g})')
+    state, losses = run_svi_chunked(run, state, num_steps, describe, tick)
+    reason = svi_divergence(losses, num_trials)
+    if reason is None and not _params_finite(svi.get_params(state)):
+      reason = 'non-finite guide parameters'
+    attempts.append(dict(learning_rate=lr, diverged=reason))
+    if reason is None:
+      return svi, g, state, losses, attempts
+    if attempt < max_restarts:
+      progress.warning(f'{label} diverged ({reason}) at learning rate {lr:.3g}; restarting '
+                       f'from a new initialisation at {lr * lr_factor:.3g}')
+    lr *= lr_factor
+  raise FloatingPointError(
+      f'{label} diverged on every one of {max_restarts + 1} tries ({attempts[-1]["diverged"]}); '
+      'lower config.fit.svi_learning_rate or raise config.fit.svi_max_restarts')
+
+
 def fit(key, table: data_lib.TrialTable, spec: BNSSpec = BNSSpec(), *, inference: str = 'svi',
         num_steps: int = 2000, learning_rate: float = 0.02, num_samples: int = 500,
-        guide: str = 'mvn', num_warmup: int = 500, labels: Labels | None = None) -> BNSFit:
+        guide: str = 'mvn', num_warmup: int = 500, labels: Labels | None = None,
+        max_restarts: int = 2, restart_lr_factor: float = 0.3, tick=None) -> BNSFit:
   """Fits BNS to a trial table.
 
   Args:
@@ -420,9 +576,16 @@ def fit(key, table: data_lib.TrialTable, spec: BNSSpec = BNSSpec(), *, inference
     num_samples: posterior draws kept (SVI: drawn from the guide; NUTS: after warm-up).
     num_warmup: NUTS warm-up.
     labels: index meaning (default: from the table).
+    max_restarts, restart_lr_factor: SVI that diverges (`svi_divergence`) is restarted from a
+      new initialisation at `restart_lr_factor` times the step size, up to `max_restarts`
+      times; `info['svi_attempts']` records every try.
+    tick: optional progress callable (a `progress.Throttle`) for SVI progress lines.
 
   Returns:
     BNSFit with `num_samples` draws; `info` holds timing and the final ELBO loss.
+
+  Raises:
+    FloatingPointError when SVI diverges on every try.
   """
   if inference not in INFERENCES:
     raise ValueError(f'inference must be one of {INFERENCES}, got {inference!r}')
@@ -432,17 +595,14 @@ def fit(key, table: data_lib.TrialTable, spec: BNSSpec = BNSSpec(), *, inference
   info = dict(inference=inference, num_trials=len(table))
   guide_params = None
   if inference == 'svi':
-    svi, g = _svi_parts(spec, labels, guide, learning_rate)
-    state = svi.init(key_fit, d, None)
-    state, losses = jax.jit(_run_svi, static_argnums=(0, 4))(svi, state, d, None, num_steps)
-    if not np.all(np.isfinite(np.asarray(losses[-10:]))):
-      raise FloatingPointError(f'BNS SVI diverged (loss {float(losses[-1])}); lower '
-                               f'config.fit.svi_learning_rate (now {learning_rate})')
+    svi, g, state, losses, attempts = _svi_with_restarts(
+        key_fit, lambda lr: _svi_parts(spec, labels, guide, lr), d, None, num_steps,
+        learning_rate, len(table), max_restarts, restart_lr_factor, tick, label='BNS fit')
     guide_params = jax.device_get(svi.get_params(state))
     latent = g.sample_posterior(key_post, guide_params, sample_shape=(num_samples,))
-    losses = np.asarray(losses)
-    info.update(num_steps=num_steps, learning_rate=learning_rate, guide=guide,
-                final_loss=float(losses[-100:].mean()), initial_loss=float(losses[0]))
+    info.update(num_steps=num_steps, learning_rate=attempts[-1]['learning_rate'], guide=guide,
+                final_loss=float(losses[-100:].mean()), initial_loss=float(losses[0]),
+                svi_attempts=attempts)
   else:
     nf, ng = labels.num_functions(spec), labels.num_groups(spec)
     bound = lambda d: model(d, spec, nf, ng)
@@ -460,41 +620,125 @@ def fit(key, table: data_lib.TrialTable, spec: BNSSpec = BNSSpec(), *, inference
                 guide_params=guide_params)
 
 
+@dataclasses.dataclass
+class CrossValidation:
+  """k-fold held-out log predictive density of one model.
+
+  lpd: (T,) lpd_t of every trial, NaN for the trials of skipped folds.
+  folds: list of dict(fold, num_heldout, status: 'ok' | 'recovered' | 'skipped', attempts:
+    every SVI try as dict(learning_rate, diverged: reason or None)).
+  """
+  lpd: np.ndarray
+  folds: list
+
+  @property
+  def skipped(self) -> list:
+    return [f['fold'] for f in self.folds if f['status'] == 'skipped']
+
+  @property
+  def recovered(self) -> list:
+    return [f['fold'] for f in self.folds if f['status'] == 'recovered']
+
+
 def cross_validate(key, table: data_lib.TrialTable, spec: BNSSpec, folds: np.ndarray, *,
                    num_steps: int = 2000, learning_rate: float = 0.02, num_samples: int = 200,
-                   guide: str = 'mvn') -> np.ndarray:
-  """Held-out log predictive density of every trial by k-fold CV with SVI, (T,).
+                   guide: str = 'mvn', **kwargs) -> np.ndarray:
+  """Held-out lpd of every trial by k-fold CV with SVI, (T,); see `cross_validate_folds`."""
+  return cross_validate_folds(key, table, spec, folds, num_steps=num_steps,
+                              learning_rate=learning_rate, num_samples=num_samples,
+                              guide=guide, **kwargs).lpd
+
+
+def cross_validate_folds(key, table: data_lib.TrialTable, spec: BNSSpec, folds: np.ndarray, *,
+                         num_steps: int = 2000, learning_rate: float = 0.02,
+                         num_samples: int = 200, guide: str = 'mvn', max_restarts: int = 2,
+                         restart_lr_factor: float = 0.3, tick=None,
+                         label: str = 'BNS CV') -> CrossValidation:
+  """Held-out log predictive density of every trial by k-fold CV with SVI.
 
   lpd_t = log mean_s p(y_t | theta_s), theta_s drawn from the guide fitted to the other folds.
-  All folds are fitted in one vmapped optimisation (one compilation, no Python loop).
+  All folds are first fitted in one vmapped optimisation (one compilation). A fold whose SVI
+  diverged (`svi_divergence`, or non-finite guide parameters) is refitted alone from a new
+  initialisation at `restart_lr_factor` times the step size, up to `max_restarts` times
+  (status 'recovered'); if it still diverges its trials get NaN and the fold is 'skipped',
+  with a warning, instead of failing the whole comparison.
+
+  Args:
+    key: PRNG key.
+    table: trials; folds (T,) int fold of every trial.
+    num_steps, learning_rate, guide: SVI settings; num_samples: guide draws per fold.
+    tick: optional progress callable; label: names the model in progress/warning lines.
   """
+  from rnn_behaviour.behaviour import progress  # pylint: disable=g-import-not-at-top
   d, labels = make_data(spec, table)
   folds = np.asarray(folds)
   fold_ids = np.unique(folds)
   weights = jnp.asarray(folds[None, :] != fold_ids[:, None], jnp.float32)   # (K, T)
   svi, g = _svi_parts(spec, labels, guide, learning_rate)
-  key_init, key_fit, key_post = jax.random.split(key, 3)
+  key_init, key_fit, key_post, key_retry = jax.random.split(key, 4)
   state = svi.init(key_init, d, weights[0])
   states = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (len(fold_ids),) + a.shape),
                                   state)
   states = states._replace(rng_key=jax.random.split(key_fit, len(fold_ids)))
-  run = jax.jit(jax.vmap(lambda s, w: _run_svi(svi, s, d, w, num_steps)[0]))
-  states = run(states, weights)
+  chunk = _chunk_length(num_steps)
+  run = jax.jit(jax.vmap(lambda s, w: _run_svi(svi, s, d, w, chunk)))
+  describe = lambda done, part: (f'{label}: {len(fold_ids)} folds together, step '
+                                 f'{done}/{num_steps}, mean loss {float(np.nanmean(part)):.1f}')
+  states, losses = run_svi_chunked(lambda st: run(st, weights), states, num_steps, describe,
+                                   tick)
+  num_train = np.asarray(weights.sum(1))
 
-  def heldout(state, k):
-    params = svi.get_params(state)
-    latent = g.sample_posterior(k, params, sample_shape=(num_samples,))
+  def heldout(svi_i, g_i, state, k):
+    params = svi_i.get_params(state)
+    latent = g_i.sample_posterior(k, params, sample_shape=(num_samples,))
     latent = {n: v for n, v in latent.items() if n in LATENT_SITES}
     draws = jax.vmap(lambda lat: build_params(lat, spec))(latent)
     ll = jax.lax.map(lambda p: trial_log_likelihood(p, d, spec), draws, batch_size=16)
     return jax.scipy.special.logsumexp(ll, axis=0) - jnp.log(num_samples)
 
-  out = np.zeros(len(table))
+  out = np.full(len(table), np.nan)
+  report = []
   for i, k in enumerate(fold_ids):
     state_i = jax.tree_util.tree_map(lambda a: a[i], states)
-    lpd = np.asarray(heldout(state_i, jax.random.fold_in(key_post, i)))
-    out[folds == k] = lpd[folds == k]
-  return out
+    reason = svi_divergence(losses[i], int(num_train[i]))
+    if reason is None and not _params_finite(svi.get_params(state_i)):
+      reason = 'non-finite guide parameters'
+    attempts = [dict(learning_rate=float(learning_rate), diverged=reason)]
+    svi_i, g_i, status = svi, g, 'ok'
+    if reason is not None and max_restarts == 0:
+      status = 'skipped'
+    elif reason is not None:
+      progress.warning(f'{label}: fold {i + 1}/{len(fold_ids)} diverged ({reason}); '
+                       'refitting it alone at a lower step size')
+      try:
+        svi_i, g_i, state_i, _, more = _svi_with_restarts(
+            jax.random.fold_in(key_retry, i),
+            lambda lr: _svi_parts(spec, labels, guide, lr), d, weights[i], num_steps,
+            learning_rate * restart_lr_factor, int(num_train[i]), max_restarts - 1,
+            restart_lr_factor, tick, label=f'{label} fold {i + 1}/{len(fold_ids)}')
+        attempts += more
+        status = 'recovered'
+      except FloatingPointError as e:
+        attempts.append(dict(learning_rate=None, diverged=str(e)))
+        status = 'skipped'
+    sel = folds == k
+    if status != 'skipped':
+      lpd = np.asarray(heldout(svi_i, g_i, state_i, jax.random.fold_in(key_post, i)))
+      if not np.all(np.isfinite(lpd[sel])):
+        status = 'skipped'
+        attempts.append(dict(learning_rate=None, diverged='non-finite held-out density'))
+      else:
+        out[sel] = lpd[sel]
+    if status == 'skipped':
+      progress.warning(f'{label}: fold {i + 1}/{len(fold_ids)} skipped (SVI diverged on every '
+                       f'try); its {int(sel.sum())} held-out trials are left out of this '
+                       "model's score")
+    elif status == 'recovered':
+      progress.warning(f'{label}: fold {i + 1}/{len(fold_ids)} recovered at learning rate '
+                       f'{attempts[-1]["learning_rate"]:.3g}')
+    report.append(dict(fold=int(k), num_heldout=int(sel.sum()), status=status,
+                       attempts=attempts))
+  return CrossValidation(lpd=out, folds=report)
 
 
 def make_folds(key, num_trials: int, num_folds: int) -> np.ndarray:

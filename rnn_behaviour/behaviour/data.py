@@ -247,6 +247,8 @@ def load_bays2009(path: str, *, subjects: Sequence | None = None,
     delay_as_condition: put the sample-array duration (ms) in the `condition` column, so that
       fits are made per duration; by default condition is '' and durations are pooled.
   """
+  if os.path.isdir(path):
+    check_file(path)
   if not os.path.exists(path):
     raise FileNotFoundError(
         f'{path}: no such file. The Bays et al. (2009) data are public at osf.io/c2yx5 '
@@ -316,15 +318,16 @@ def load_csv(path: str, *, angle_unit: str = 'radians', subjects: Sequence | Non
   """
   if angle_unit not in ANGLE_UNITS:
     raise ValueError(f'angle_unit must be one of {ANGLE_UNITS}, got {angle_unit!r}')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path}: no such file')
-  with open(path, newline='') as f:
-    reader = csv.reader(f)
-    try:
-      header = [h.strip() for h in next(reader)]
-    except StopIteration:
-      raise ValueError(f'{path}: empty file (expected a header row)') from None
-    rows = list(reader)
+  check_file(path)
+  lines = read_text_lines(path)
+  reader = csv.reader(lines)
+  try:
+    parsed = list(reader)
+  except csv.Error as e:
+    raise ValueError(f'{path}: line {reader.line_num}: not a CSV file ({e})') from None
+  if not parsed:
+    raise ValueError(f'{path}: empty file (expected a header row)')
+  header, rows = [h.strip() for h in parsed[0]], parsed[1:]
   # Trailing blank lines are common in hand-written files; they are not trials.
   while rows and all(_is_empty(c) for c in rows[-1]):
     rows.pop()
@@ -424,6 +427,42 @@ def load_csv(path: str, *, angle_unit: str = 'radians', subjects: Sequence | Non
   return table.select(subjects, set_sizes, conditions)
 
 
+def check_file(path: str) -> None:
+  """Raises a clear error unless `path` is an existing regular file (not a directory)."""
+  if os.path.isdir(path):
+    raise ValueError(f'{path} is a directory; config.data.path must name a data file '
+                            '(a .csv trial table or the Bays 2009 .mat file)')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path}: no such file')
+
+
+def read_text_lines(path: str) -> list[str]:
+  """The lines of a UTF-8 text file (a leading byte-order mark dropped), line ends kept.
+
+  Spreadsheet programs often save CSV as "UTF-8 with BOM"; without stripping it the first
+  column name would read '\ufeffsubject'. A file that is not UTF-8 text (Latin-1 accents, a
+  binary .mat file, NUL bytes) raises ValueError naming the file and the first bad line.
+  """
+  with open(path, 'rb') as f:
+    raw = f.read()
+  if raw.startswith(b'\xef\xbb\xbf'):
+    raw = raw[3:]
+  try:
+    text = raw.decode('utf-8')
+  except UnicodeDecodeError as e:
+    line = raw.count(b'\n', 0, e.start) + 1
+    hint = (' It looks like a MATLAB file: use --config.data.format=bays2009.'
+            if raw.startswith(b'MATLAB') else
+            ' Save it as UTF-8 (e.g. "CSV UTF-8" in a spreadsheet program).')
+    raise ValueError(f'{path}: line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at '
+                     f'byte offset {e.start}).{hint}') from None
+  if '\x00' in text:
+    line = text.count('\n', 0, text.index('\x00')) + 1
+    raise ValueError(f'{path}: line {line}: NUL byte; this is a binary file, not a CSV '
+                     'trial table') from None
+  return text.splitlines(keepends=True)
+
+
 def write_csv(table: TrialTable, path: str, *, angle_unit: str = 'radians') -> None:
   """Writes `table` in the CSV format of the module doc (lossless for radians: 17 digits).
 
@@ -453,17 +492,68 @@ def write_csv(table: TrialTable, path: str, *, angle_unit: str = 'radians') -> N
       writer.writerow(row)
 
 
+SELECTION_FIELDS = ('subjects', 'set_sizes', 'conditions')
+
+
+def parse_selection(value, field: str) -> list:
+  """A selection from a config: a list/tuple, or a comma-separated string; [] means all.
+
+  From the command line `--config.data.set_sizes=2,4` (the field is a tuple) arrives as
+  (2, 4), `--config.data.subjects=s01,s02` as ('s01,s02',) and `'2,4'` typed in Python as a
+  string; all of them mean the same selection. Set sizes become ints (ValueError naming
+  `config.data.<field>` for anything else), subjects and conditions strings.
+
+  Args:
+    value: None, str, int, or a list/tuple of str/int.
+    field: 'subjects', 'set_sizes' or 'conditions' (named in errors).
+  """
+  if value is None:
+    return []
+  items = list(value) if isinstance(value, (list, tuple)) else [value]
+  parts = []
+  for item in items:
+    if isinstance(item, str):
+      parts += _split_list_text(item)
+    elif isinstance(item, (int, np.integer)) or (isinstance(item, float)
+                                                   and float(item).is_integer()):
+      parts.append(int(item))
+    else:
+      raise ValueError(f'config.data.{field}: cannot read {item!r} in {value!r} (expected '
+                       "a comma-separated list such as '2,4')")
+  if field != 'set_sizes':
+    return [str(p) for p in parts]
+  out = []
+  for p in parts:
+    try:
+      n = int(p) if isinstance(p, int) else int(float(p)) if float(p).is_integer() else None
+    except ValueError:
+      n = None
+    if n is None or n < 1:
+      raise ValueError(f'config.data.set_sizes: {p!r} is not a positive integer (got '
+                       f'{value!r}; e.g. --config.data.set_sizes=2,4)')
+    out.append(n)
+  return out
+
+
+def _split_list_text(text: str) -> list[str]:
+  """'2,4', '[2, 4]', "('s1', 's2')" -> ['2', '4'] / ['s1', 's2']; '' -> []."""
+  text = text.strip()
+  if text[:1] in '[(' and text[-1:] in '])':
+    text = text[1:-1]
+  parts = [p.strip().strip('\'"').strip() for p in text.split(',')]
+  return [p for p in parts if p]
+
+
 def load(data_config) -> TrialTable:
   """The table a config's `data` block names (format, path, unit, selections)."""
   c = data_config
   path = resolve_path(c.path)
+  sel = {f: parse_selection(c.get(f), f) for f in SELECTION_FIELDS}
   if c.format == 'bays2009':
-    return load_bays2009(path, subjects=list(c.subjects), set_sizes=list(c.set_sizes),
-                         conditions=list(c.conditions),
+    return load_bays2009(path, **sel,
                          delay_as_condition=bool(c.get('delay_as_condition', False)))
   if c.format == 'csv':
-    return load_csv(path, angle_unit=c.angle_unit, subjects=list(c.subjects),
-                    set_sizes=list(c.set_sizes), conditions=list(c.conditions))
+    return load_csv(path, angle_unit=c.angle_unit, **sel)
   raise ValueError(f"config.data.format must be 'bays2009' or 'csv', got {c.format!r}")
 
 

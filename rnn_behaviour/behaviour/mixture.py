@@ -39,7 +39,7 @@ from rnn_behaviour.behaviour import data as data_lib
 
 MODELS = ('two_component', 'three_component')
 FIT_COLUMNS = ('subject', 'set_size', 'condition', 'model', 'kappa', 'sd', 'p_t', 'p_n', 'p_u',
-               'loglik', 'n', 'aic', 'bic')
+               'loglik', 'n', 'aic', 'bic', 'warning')
 _LOG_2PI = float(np.log(2.0 * np.pi))
 KAPPA_MIN, KAPPA_MAX = 1e-3, 1e4
 
@@ -244,7 +244,8 @@ class MixtureFits:
   loglik: np.ndarray
   n: np.ndarray
 
-  def rows(self) -> list[dict]:
+  def rows(self, min_trials: int = 0) -> list[dict]:
+    """One dict a cell (`FIT_COLUMNS`); `warning` flags cells of fewer than `min_trials`."""
     sd = np.asarray(circular.kappa_to_sd(self.kappa), np.float64)
     k = num_parameters(self.model == 'three_component', [c[1] for c in self.cells])
     out = []
@@ -255,7 +256,8 @@ class MixtureFits:
                       p_t=float(self.p_t[i]), p_n=float(self.p_n[i]), p_u=float(self.p_u[i]),
                       loglik=float(self.loglik[i]), n=n,
                       aic=float(2 * k[i] - 2 * self.loglik[i]),
-                      bic=float(k[i] * np.log(max(n, 1)) - 2 * self.loglik[i])))
+                      bic=float(k[i] * np.log(max(n, 1)) - 2 * self.loglik[i]),
+                      warning=small_cell_warning(n, min_trials)))
     return out
 
   def params(self) -> dict:
@@ -279,14 +281,21 @@ def fit(table: data_lib.TrialTable, model: str = 'three_component',
                      n=np.asarray(d.trial_mask.sum(-1)))
 
 
-def write_fits_csv(fits: list[MixtureFits], path: str) -> None:
-  """Writes the tidy table `FIT_COLUMNS`, one row per model x cell."""
+def small_cell_warning(n: int, min_trials: int) -> str:
+  """'' or the warning text for a cell of n trials under a threshold of min_trials."""
+  if n >= min_trials:
+    return ''
+  return f'only {n} trial{"s" if n != 1 else ""} (< {min_trials}): estimates unreliable'
+
+
+def write_fits_csv(fits: list[MixtureFits], path: str, min_trials: int = 0) -> None:
+  """Writes the tidy table `FIT_COLUMNS`, one row per model x cell (see `MixtureFits.rows`)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=FIT_COLUMNS)
     writer.writeheader()
     for fit_ in fits:
-      for row in fit_.rows():
+      for row in fit_.rows(min_trials):
         writer.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in row.items()})
 
 

@@ -1,27 +1,49 @@
 """`fit_behaviour(config, workdir)`: fit the behavioural models a config names, write the results.
 
-Into `<workdir>/behaviour/`:
+Into `<workdir>/behaviour/`, each file as soon as its stage is done (so a later failure loses
+nothing), in this order:
 
   mixture_fits.csv      per cell x mixture model: subject, set_size, condition, model, kappa,
-                        sd, p_t, p_n, p_u, loglik, n, aic, bic.
-  bns_fit/              the BNS fit (fit.json with spec and config, samples.npz, guide params);
-                        `surrogate.load_response_model(<workdir>/behaviour, N)` reads it.
+                        sd, p_t, p_n, p_u, loglik, n, aic, bic, warning.
+  bns_fit/              the BNS fit (fit.json with spec, config and cache key, samples.npz,
+                        guide params); `surrogate.load_response_model(<workdir>/behaviour, N)`
+                        reads it.
   swap_function.csv     set_size, dimension, distance, logit_mean, logit_lower, logit_upper
-                        (90% band over posterior draws).
-  model_comparison.csv  model, heldout_lpd, se: k-fold held-out log predictive density (summed
-                        over trials, nats) and its standard error sqrt(T var(lpd_t)).
+                        (90% band over posterior draws), n (trials of the set size), warning.
+  ppc_nontarget_proximity.csv, .png
+                        posterior-predictive check of the cue-similarity effect (see
+                        `nontarget_proximity_check`): per set size and cue distance, the share
+                        of responses within 0.4 rad of a non-target and more than 0.8 rad from
+                        the target, data against the model's 90% predictive band.
   error_histograms.png  response-error histograms per set size with each model's predictive
                         error density on the same trials.
   swap_probability.png  per set size: P(report a non-target) against its cue distance, BNS
                         posterior mean and 90% band; the binned empirical rate of responses
                         nearest a non-target, with the rate BNS predicts for the same statistic.
-  summary.json          what was written and headline numbers; a rerun with the same config
-                        returns it without refitting.
+  cv/<model>.json       each model's k-fold held-out lpd per trial and per-fold status, written
+                        as each model finishes.
+  model_comparison.csv  model, heldout_lpd, se, n, warning: k-fold held-out log predictive
+                        density (summed over the n trials every model scored, nats) and its
+                        standard error sqrt(n var(lpd_t)); rewritten after every model.
+  summary.json          what was written, headline numbers, warnings, and `inputs` (the cache
+                        key); rewritten after every stage with `complete` false until the end.
+
+Caching. Every cached result is keyed on a SHA-256 of what it depends on: the data file's
+bytes, the resolved `data` block (absolute path, parsed selections) and the `fit` block (the
+main BNS fit only on the fields that change it). A rerun with the same key returns the saved
+summary; anything changed refits, and a log line says what changed. A run that failed part-way
+reuses its finished BNS fit and cross-validated models.
+
+Trust. Cells with fewer than `config.fit.min_cell_trials` trials (default 30; see the config)
+are fitted but flagged, in the log and in the `warning` column of every CSV. Diverged SVI fits
+restart at a lower step size; a CV fold that never converges is skipped and flagged.
+Progress lines (stage, fold or model, step) appear at most every `config.fit.progress_seconds`.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import time
@@ -34,15 +56,30 @@ from rnn_behaviour import circular
 from rnn_behaviour.behaviour import bns as bns_lib
 from rnn_behaviour.behaviour import data as data_lib
 from rnn_behaviour.behaviour import mixture
+from rnn_behaviour.behaviour import progress
 from rnn_behaviour.behaviour import surrogate
 
-COMPARISON_COLUMNS = ('model', 'heldout_lpd', 'se')
+COMPARISON_COLUMNS = ('model', 'heldout_lpd', 'se', 'n', 'warning')
+SWAP_FILE_COLUMNS = bns_lib.SWAP_COLUMNS + ('n', 'warning')
+PPC_COLUMNS = ('set_size', 'cue_distance', 'n_nontargets', 'n', 'data_rate', 'data_se',
+               'model_mean', 'model_lower', 'model_upper', 'ppp', 'warning')
+# Defaults of the robustness fields, for configs written before they existed.
+FIT_DEFAULTS = dict(min_cell_trials=30, svi_max_restarts=2, svi_restart_lr_factor=0.3,
+                    progress_seconds=5.0, ppc_draws=200, plots=True)
+# Fields of config.fit that do not change the main BNS fit (only mixtures, CV or reporting).
+_NOT_BNS_FIELDS = ('mixture_models', 'cv_folds', 'cv_svi_steps', 'compare_dimensions',
+                   'compare_emissions', 'min_cell_trials', 'progress_seconds', 'ppc_draws',
+                   'plots')
 
 
 def _check(value, allowed, name):
   if value not in allowed:
     raise ValueError(f'{name} must be ' + ' or '.join(repr(a) for a in allowed)
                      + f', got {value!r}')
+
+
+def _fit_value(fc, name):
+  return fc.get(name, FIT_DEFAULTS[name])
 
 
 def validate_config(config) -> None:
@@ -53,9 +90,8 @@ def validate_config(config) -> None:
   d, f = config.data, config.fit
   _check(d.format, ('bays2009', 'csv'), 'config.data.format')
   _check(d.angle_unit, data_lib.ANGLE_UNITS, 'config.data.angle_unit')
-  for name in ('subjects', 'set_sizes', 'conditions'):
-    if not isinstance(d[name], (list, tuple)):
-      raise ValueError(f'config.data.{name} must be a list (empty: all), got {d[name]!r}')
+  for name in data_lib.SELECTION_FIELDS:
+    data_lib.parse_selection(d.get(name), name)        # Raises naming config.data.<name>.
   _check(f.inference, bns_lib.INFERENCES, 'config.fit.inference')
   _check(f.bns_dimension, bns_lib.DIMENSIONS, 'config.fit.bns_dimension')
   _check(f.emission, bns_lib.EMISSIONS, 'config.fit.emission')
@@ -71,14 +107,63 @@ def validate_config(config) -> None:
   for name in ('svi_steps', 'num_posterior_samples', 'num_fourier'):
     if f[name] < (0 if name == 'num_fourier' else 1):
       raise ValueError(f'config.fit.{name} must be positive, got {f[name]}')
+  positive = lambda v: isinstance(v, (int, float)) and np.isfinite(v) and v > 0
+  if not positive(f.svi_learning_rate):
+    raise ValueError('config.fit.svi_learning_rate must be a finite number > 0 (0 would return '
+                     f'the prior as the fit), got {f.svi_learning_rate!r}')
+  if f.get('cv_svi_steps', 0) < 0:
+    raise ValueError(f'config.fit.cv_svi_steps must be >= 0 (0: svi_steps), got '
+                     f'{f.cv_svi_steps}')
+  if f.inference == 'nuts' and f.nuts_warmup < 1:
+    raise ValueError(f'config.fit.nuts_warmup must be >= 1 for NUTS, got {f.nuts_warmup}')
+  if _fit_value(f, 'min_cell_trials') < 1:
+    raise ValueError('config.fit.min_cell_trials must be >= 1, got '
+                     f'{_fit_value(f, "min_cell_trials")}')
+  if _fit_value(f, 'svi_max_restarts') < 0:
+    raise ValueError('config.fit.svi_max_restarts must be >= 0, got '
+                     f'{_fit_value(f, "svi_max_restarts")}')
+  if not 0 < _fit_value(f, 'svi_restart_lr_factor') < 1:
+    raise ValueError('config.fit.svi_restart_lr_factor must be in (0, 1), got '
+                     f'{_fit_value(f, "svi_restart_lr_factor")}')
+  if _fit_value(f, 'progress_seconds') < 0:
+    raise ValueError('config.fit.progress_seconds must be >= 0, got '
+                     f'{_fit_value(f, "progress_seconds")}')
+  if _fit_value(f, 'ppc_draws') < 1:
+    raise ValueError(f'config.fit.ppc_draws must be >= 1, got {_fit_value(f, "ppc_draws")}')
+
+
+def check_data_for_fit(table: data_lib.TrialTable, fit_config) -> None:
+  """Raises ValueError naming the config field the loaded data cannot satisfy."""
+  folds = int(fit_config.cv_folds)
+  if folds and len(table) < folds:
+    raise ValueError(f'config.fit.cv_folds={folds} needs at least {folds} trials (one per '
+                     f'fold); {table.source or "the data"} has {len(table)} after selection. '
+                     'Set --config.fit.cv_folds=0 to skip the model comparison.')
 
 
 def _write_rows(path, columns, rows):
-  with open(path, 'w', newline='') as fh:
+  tmp = path + '.tmp'
+  with open(tmp, 'w', newline='') as fh:
     writer = csv.DictWriter(fh, fieldnames=columns)
     writer.writeheader()
     for row in rows:
       writer.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in row.items()})
+  os.replace(tmp, path)          # Never a half-written file, even if the run dies here.
+
+
+def _write_json(path, obj):
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as fh:
+    json.dump(obj, fh, indent=2, default=str)
+  os.replace(tmp, path)
+
+
+def _read_json(path):
+  try:
+    with open(path) as fh:
+      return json.load(fh)
+  except (OSError, ValueError):
+    return None
 
 
 def _variant_name(spec: bns_lib.BNSSpec) -> str:
@@ -87,7 +172,9 @@ def _variant_name(spec: bns_lib.BNSSpec) -> str:
 
 def _bns_kwargs(fc, cv: bool = False):
   steps = int(fc.cv_svi_steps) if cv and fc.get('cv_svi_steps', 0) else int(fc.svi_steps)
-  return dict(num_steps=steps, learning_rate=float(fc.svi_learning_rate), guide=fc.guide)
+  return dict(num_steps=steps, learning_rate=float(fc.svi_learning_rate), guide=fc.guide,
+              max_restarts=int(_fit_value(fc, 'svi_max_restarts')),
+              restart_lr_factor=float(_fit_value(fc, 'svi_restart_lr_factor')))
 
 
 def _config_dict(config) -> dict:
@@ -95,84 +182,404 @@ def _config_dict(config) -> dict:
       else dict(config)
 
 
+# --------------------------------------------------------------------------------------------
+# Cache keys
+# --------------------------------------------------------------------------------------------
+
+
+def file_sha256(path: str) -> str:
+  """Hex SHA-256 of a file's bytes."""
+  h = hashlib.sha256()
+  with open(path, 'rb') as fh:
+    for block in iter(lambda: fh.read(1 << 20), b''):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _sha(obj) -> str:
+  return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def input_fingerprint(config, data_path: str) -> dict:
+  """What the outputs depend on: data bytes, the resolved data block and the fit block.
+
+  Returns dict(data_file, data_sha256, data (resolved block), fit, key, bns_key): `key` hashes
+  everything, `bns_key` everything but the fit fields that do not touch the main BNS fit.
+  """
+  cfg = _config_dict(config)
+  data = dict(cfg['data'], path=os.path.abspath(data_path))
+  for name in data_lib.SELECTION_FIELDS:
+    data[name] = data_lib.parse_selection(config.data.get(name), name)
+  fit = dict(cfg['fit'])
+  for name, value in FIT_DEFAULTS.items():
+    fit.setdefault(name, value)
+  out = dict(data_file=data['path'], data_sha256=file_sha256(data_path), data=data, fit=fit)
+  out['key'] = _sha([out['data_sha256'], data, fit])
+  out['bns_key'] = _sha([out['data_sha256'], data,
+                         {k: v for k, v in fit.items() if k not in _NOT_BNS_FIELDS}])
+  return out
+
+
+def describe_changes(old: dict | None, new: dict) -> str:
+  """Why the cache keyed by `old` (a previous `input_fingerprint`) does not serve `new`."""
+  if not old or 'key' not in old:
+    return 'no cache key in the previous summary (written by an older version)'
+  reasons = []
+  if old.get('data_sha256') != new['data_sha256']:
+    reasons.append(f'data file {new["data_file"]} changed (sha256 '
+                   f'{str(old.get("data_sha256"))[:12]} -> {new["data_sha256"][:12]})')
+  for block in ('data', 'fit'):
+    a, b = old.get(block, {}), new[block]
+    fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if fields:
+      reasons.append(f'config.{block} changed: ' + ', '.join(
+          f'{k} {a.get(k)!r} -> {b.get(k)!r}' for k in fields))
+  return '; '.join(reasons) or 'the cache key changed'
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------------
+
+
+def _swap_rows(table, fit, min_trials):
+  counts = {n: int(np.sum(table.set_size == n)) for n in table.set_sizes()}
+  rows = []
+  for r in bns_lib.swap_function_grid(fit):
+    n = counts.get(r['set_size'], 0)
+    rows.append(dict(r, n=n, warning=mixture.small_cell_warning(n, min_trials)))
+  return rows
+
+
+def _small_cell_warnings(table, min_trials) -> list[str]:
+  """One line per kind of small cell: (subject, set size, condition) cells, and subjects."""
+  cells, index = data_lib.cell_labels(table)
+  counts = np.bincount(index, minlength=len(cells))
+  out = []
+  small = [(c, int(n)) for c, n in zip(cells, counts) if n < min_trials]
+  if small:
+    listed = ', '.join(f'subject {c[0]!r} set size {c[1]}'
+                       + (f' condition {c[2]!r}' if c[2] else '') + f' (n={n})'
+                       for c, n in small[:8])
+    more = f' and {len(small) - 8} more' if len(small) > 8 else ''
+    out.append(f'{len(small)} of {len(cells)} cells have fewer than {min_trials} trials '
+               f'(config.fit.min_cell_trials); their fits are unreliable: {listed}{more}')
+  return out
+
+
 def fit_behaviour(config, workdir: str) -> dict:
   """Fits mixtures and BNS to the data `config.data` names; writes `<workdir>/behaviour/*`.
 
   Returns a dict: `dir`, paths of every file written (`mixture_fits`, `model_comparison`,
-  `swap_function`, `bns_fit`, `plots`), `timings` (seconds) and `comparison` rows.
+  `swap_function`, `bns_fit`, `ppc`, `plots`), `timings` (seconds), `comparison` rows,
+  `warnings` and `inputs` (the cache key, see `input_fingerprint`).
   """
   validate_config(config)
+  fc = config.fit
+  data_path = data_lib.resolve_path(config.data.path)
+  data_lib.check_file(data_path)
   out = os.path.join(workdir, 'behaviour')
   os.makedirs(out, exist_ok=True)
   cfg = _config_dict(config)
+  inputs = input_fingerprint(config, data_path)
   summary_path = os.path.join(out, 'summary.json')
-  if os.path.exists(summary_path):
-    with open(summary_path) as fh:
-      previous = json.load(fh)
-    if previous.get('config', {}).get('data') == cfg.get('data') and \
-        previous.get('config', {}).get('fit') == cfg.get('fit'):
+  previous = _read_json(summary_path)
+  if previous is not None:
+    same = previous.get('inputs', {}).get('key') == inputs['key']
+    if same and previous.get('complete'):
+      progress.info(f'fit_behaviour: inputs unchanged (key {inputs["key"][:12]}); reusing '
+                    f'{out}')
       return previous
-  fc = config.fit
+    progress.info(f'fit_behaviour: refitting into {out}: ' + (
+        'the previous run did not finish' if same else describe_changes(
+            previous.get('inputs'), inputs)))
+  tick = progress.Throttle(float(_fit_value(fc, 'progress_seconds')))
+  min_trials = int(_fit_value(fc, 'min_cell_trials'))
   table = data_lib.load(config.data)
+  check_data_for_fit(table, fc)
   key = jax.random.PRNGKey(int(fc.seed))
   key_fit, key_cv, key_plot = jax.random.split(key, 3)
-  timings = {}
+  timings, warnings, paths, comparison = {}, [], {}, []
+  stages = ['mixtures', 'BNS fit', 'posterior-predictive check', 'plots'] + (
+      ['cross-validation'] if fc.cv_folds else [])
+
+  def stage(i, text):
+    tick(f'fit_behaviour [{i}/{len(stages)} {stages[i - 1]}]: {text}', force=True)
+
+  def save_summary(complete):
+    summary = dict(dir=out, config=cfg, inputs=inputs, complete=complete, timings=timings,
+                   comparison=comparison, num_trials=len(table), warnings=warnings, **paths)
+    _write_json(summary_path, summary)
+    return summary
+
+  def warn(message):
+    warnings.append(message)
+    progress.warning(message)
 
   # 1. Mixture models, every cell at once.
+  stage(1, f'{len(table)} trials, {len(data_lib.cell_labels(table)[0])} cells, models '
+           f'{list(fc.mixture_models)}')
+  for w in _small_cell_warnings(table, min_trials):
+    warn(w)
   t0 = time.time()
   fits = [mixture.fit(table, m) for m in fc.mixture_models]
   timings['mixture'] = time.time() - t0
-  paths = dict(mixture_fits=os.path.join(out, 'mixture_fits.csv'))
-  mixture.write_fits_csv(fits, paths['mixture_fits'])
+  paths['mixture_fits'] = os.path.join(out, 'mixture_fits.csv')
+  mixture.write_fits_csv(fits, paths['mixture_fits'], min_trials)
+  save_summary(False)
 
-  # 2. The main BNS fit.
+  # 2. The main BNS fit (reused when its own key matches: a rerun after a later failure).
   spec = bns_lib.spec_from_config(fc)
+  fit_dir = os.path.join(out, surrogate.FIT_SUBDIR)
+  cached = _read_json(os.path.join(fit_dir, 'fit.json'))
   t0 = time.time()
-  fit = bns_lib.fit(key_fit, table, spec, inference=fc.inference,
-                    num_samples=int(fc.num_posterior_samples),
-                    num_warmup=int(fc.nuts_warmup), **_bns_kwargs(fc))
+  if cached and cached.get('info', {}).get('cache_key') == inputs['bns_key']:
+    stage(2, f'reusing the fit in {fit_dir} (same data and BNS settings)')
+    fit = bns_lib.load(fit_dir)
+  else:
+    stage(2, f'{spec.dimension} / {spec.emission}, {fc.inference}, {len(table)} trials')
+    if spec.subject_effects:
+      per_subject = {s: int(np.sum(table.subject == s)) for s in table.subjects()}
+      few = {s: n for s, n in per_subject.items() if n < min_trials}
+      if few:
+        warn(f'subject_effects: subjects {few} have fewer than {min_trials} trials; their '
+             'guess rate and precision are mostly the prior')
+    fit = bns_lib.fit(key_fit, table, spec, inference=fc.inference,
+                      num_samples=int(fc.num_posterior_samples),
+                      num_warmup=int(fc.nuts_warmup), tick=tick, **_bns_kwargs(fc))
+    fit.info['cache_key'] = inputs['bns_key']
+    restarts = [a for a in fit.info.get('svi_attempts', []) if a['diverged']]
+    if restarts:
+      warn(f'BNS fit: SVI diverged {len(restarts)} time(s) ({restarts[0]["diverged"]}); '
+           f'recovered at learning rate {fit.info["learning_rate"]:.3g}')
+    bns_lib.save(fit, fit_dir, config=cfg)
   timings['bns'] = time.time() - t0
-  paths['bns_fit'] = bns_lib.save(fit, os.path.join(out, surrogate.FIT_SUBDIR), config=cfg)
+  paths['bns_fit'] = fit_dir
   paths['swap_function'] = os.path.join(out, 'swap_function.csv')
-  _write_rows(paths['swap_function'], bns_lib.SWAP_COLUMNS, bns_lib.swap_function_grid(fit))
+  _write_rows(paths['swap_function'], SWAP_FILE_COLUMNS, _swap_rows(table, fit, min_trials))
+  save_summary(False)
 
-  # 3. Model comparison by k-fold held-out log predictive density.
-  comparison = []
-  if fc.cv_folds:
-    t0 = time.time()
-    folds = bns_lib.make_folds(key_cv, len(table), int(fc.cv_folds))
-    pointwise = {}
-    for m in fc.mixture_models:
-      pointwise[f'mixture_{m}'] = mixture.cross_validate(table, m, folds)
-    variants = [spec] + [
-        bns_lib.BNSSpec(**dict(spec.to_json(), dimension=dim, emission=em))
-        for dim in fc.compare_dimensions for em in fc.compare_emissions]
-    for i, v in enumerate(variants):
-      name = _variant_name(v)
-      if name not in pointwise:
-        pointwise[name] = bns_lib.cross_validate(jax.random.fold_in(key_cv, i), table, v, folds,
-                                                 **_bns_kwargs(fc, cv=True))
-    for name, lpd in pointwise.items():
-      comparison.append(dict(model=name, heldout_lpd=float(lpd.sum()),
-                             se=float(np.sqrt(len(lpd) * lpd.var()))))
-    comparison.sort(key=lambda r: -r['heldout_lpd'])
-    timings['cross_validation'] = time.time() - t0
-  paths['model_comparison'] = os.path.join(out, 'model_comparison.csv')
-  _write_rows(paths['model_comparison'], COMPARISON_COLUMNS, comparison)
+  # 3. Posterior-predictive check of the cue-similarity effect.
+  stage(3, f'{int(_fit_value(fc, "ppc_draws"))} replicate data sets')
+  t0 = time.time()
+  ppc = nontarget_proximity_check(jax.random.fold_in(key_plot, 2), table, fit,
+                                  num_draws=int(_fit_value(fc, 'ppc_draws')),
+                                  min_count=min_trials)
+  paths['ppc'] = os.path.join(out, 'ppc_nontarget_proximity.csv')
+  _write_rows(paths['ppc'], PPC_COLUMNS, ppc)
+  outside = [r for r in ppc if 'outside' in r['warning']]
+  if outside:
+    warn('posterior-predictive check: the data fall outside the model\'s 90% band in '
+         + ', '.join(f'set size {r["set_size"]} at cue distance {r["cue_distance"]:.2f} '
+                     f'(data {r["data_rate"]:.3f}, model {r["model_lower"]:.3f}-'
+                     f'{r["model_upper"]:.3f})' for r in outside[:6])
+         + ' (see ppc_nontarget_proximity.csv)')
+  timings['ppc'] = time.time() - t0
+  save_summary(False)
 
   # 4. Plots.
+  paths['plots'] = []
   t0 = time.time()
-  paths['plots'] = [plot_error_histograms(table, fits, fit, os.path.join(out,
-                                                                         'error_histograms.png'),
-                                          key_plot),
-                    plot_swap_probability(table, fit, os.path.join(out, 'swap_probability.png'),
-                                          jax.random.fold_in(key_plot, 1))]
+  if _fit_value(fc, 'plots'):
+    stage(4, 'posterior-predictive check, error histograms, swap probability')
+    paths['plots'] = [
+        plot_nontarget_proximity(ppc, os.path.join(out, 'ppc_nontarget_proximity.png')),
+        plot_error_histograms(table, fits, fit, os.path.join(out, 'error_histograms.png'),
+                              key_plot),
+        plot_swap_probability(table, fit, os.path.join(out, 'swap_probability.png'),
+                              jax.random.fold_in(key_plot, 1))]
+  else:
+    stage(4, 'skipped (config.fit.plots=False)')
   timings['plots'] = time.time() - t0
-  summary = dict(dir=out, config=cfg, timings=timings, comparison=comparison,
-                 num_trials=len(table), bns_info=fit.info, **paths)
-  with open(summary_path, 'w') as fh:
-    json.dump(summary, fh, indent=2, default=str)
+  save_summary(False)
+
+  # 5. Model comparison by k-fold held-out log predictive density, one model at a time.
+  paths['model_comparison'] = os.path.join(out, 'model_comparison.csv')
+  _write_rows(paths['model_comparison'], COMPARISON_COLUMNS, [])
+  if fc.cv_folds:
+    t0 = time.time()
+    comparison[:] = _cross_validation_stage(table, fc, spec, key_cv, inputs, out, tick,
+                                            lambda text: stage(5, text), warn, min_trials,
+                                            paths['model_comparison'])
+    timings['cross_validation'] = time.time() - t0
+  summary = save_summary(True)
+  stage(len(stages), f'done; results in {out}')
   return summary
+
+
+def _cross_validation_stage(table, fc, spec, key_cv, inputs, out, tick, stage, warn,
+                            min_trials, comparison_path) -> list[dict]:
+  """Fits every model of the comparison fold by fold; caches each model as it finishes."""
+  folds = bns_lib.make_folds(key_cv, len(table), int(fc.cv_folds))
+  per_fold = np.bincount(folds)
+  if per_fold.min() < min_trials:
+    warn(f'cross-validation: folds of {per_fold.min()} held-out trials (< {min_trials}, '
+         'config.fit.min_cell_trials); the comparison is noisy')
+  cv_dir = os.path.join(out, 'cv')
+  os.makedirs(cv_dir, exist_ok=True)
+  variants = [spec] + [bns_lib.BNSSpec(**dict(spec.to_json(), dimension=dim, emission=em))
+                       for dim in fc.compare_dimensions for em in fc.compare_emissions]
+  jobs = [(f'mixture_{m}', m) for m in fc.mixture_models]
+  for i, v in enumerate(variants):
+    if all(name != _variant_name(v) for name, _ in jobs):
+      jobs.append((_variant_name(v), (i, v)))
+  results = {}
+  for j, (name, what) in enumerate(jobs):
+    path = os.path.join(cv_dir, f'{name}.json')
+    cached = _read_json(path)
+    if cached and cached.get('key') == inputs['key']:
+      stage(f'model {j + 1}/{len(jobs)} {name}: reusing {path}')
+      results[name] = cached
+      continue
+    stage(f'model {j + 1}/{len(jobs)} {name}, {int(fc.cv_folds)} folds')
+    if isinstance(what, str):
+      lpd = mixture.cross_validate(table, what, folds)
+      report = [dict(fold=k, num_heldout=int(np.sum(folds == k)), status='ok', attempts=[])
+                for k in range(int(fc.cv_folds))]
+    else:
+      i, v = what
+      res = bns_lib.cross_validate_folds(jax.random.fold_in(key_cv, i), table, v, folds,
+                                         tick=tick, label=f'CV {name}',
+                                         **_bns_kwargs(fc, cv=True))
+      lpd, report = res.lpd, res.folds
+      for f in res.folds:
+        if f['status'] != 'ok':
+          warn(f'cross-validation {name}: fold {f["fold"] + 1} {f["status"]} '
+               f'({"; ".join(str(a["diverged"]) for a in f["attempts"] if a["diverged"])})')
+    results[name] = dict(key=inputs['key'], model=name,
+                         lpd=[None if not np.isfinite(x) else float(x) for x in lpd],
+                         folds=report)
+    _write_json(path, results[name])
+    rows = comparison_rows(results, min_trials)
+    _write_rows(comparison_path, COMPARISON_COLUMNS, rows)
+  return comparison_rows(results, min_trials)
+
+
+def comparison_rows(results: dict, min_trials: int) -> list[dict]:
+  """Rows of `COMPARISON_COLUMNS` from per-model CV results, best model first.
+
+  Every model is scored on the same trials: those that every model could score (a skipped
+  fold's trials drop out for all), so that the sums stay comparable. `se` is NaN when fewer
+  than 2 trials are scored (a spread of one trial is not an error bar).
+  """
+  lpds = {n: np.array([np.nan if x is None else x for x in r['lpd']], np.float64)
+          for n, r in results.items()}
+  common = np.all(np.isfinite(np.stack(list(lpds.values()))), axis=0)
+  n = int(common.sum())
+  rows = []
+  for name, lpd in lpds.items():
+    notes = []
+    bad = [f for f in results[name]['folds'] if f['status'] != 'ok']
+    if bad:
+      notes.append(', '.join(f'fold {f["fold"] + 1} {f["status"]}' for f in bad))
+    if n < len(lpd):
+      notes.append(f'scored on {n} of {len(lpd)} trials (skipped folds)')
+    if n < min_trials:
+      notes.append(mixture.small_cell_warning(n, min_trials))
+    x = lpd[common]
+    rows.append(dict(model=name, heldout_lpd=float(x.sum()),
+                     se=float(np.sqrt(n * x.var())) if n >= 2 else float('nan'), n=n,
+                     warning='; '.join(notes)))
+  rows.sort(key=lambda r: -r['heldout_lpd'])
+  return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Posterior-predictive check: responses near a non-target, by cue distance
+# --------------------------------------------------------------------------------------------
+
+NEAR_NONTARGET, FAR_FROM_TARGET = 0.4, 0.8
+
+
+def nontarget_proximity(table: data_lib.TrialTable, responses, near: float = NEAR_NONTARGET,
+                        far: float = FAR_FROM_TARGET) -> np.ndarray:
+  """Per non-target: is the response within `near` rad of it and more than `far` from the target?
+
+  Args:
+    table: T trials.
+    responses: (..., T) responses (the data's, or posterior-predictive replicates).
+
+  Returns:
+    (..., T, J) bool over the table's non-target slots (False at padding).
+  """
+  y = np.asarray(responses, np.float64)
+  _, _, nt_report, mask = table.nontargets()
+  to_target = np.abs(circular.wrap(y - table.target_report()))                 # (..., T)
+  to_item = np.abs(circular.wrap(y[..., None] - nt_report))                     # (..., T, J)
+  return (to_item < near) & (to_target > far)[..., None] & mask
+
+
+def nontarget_proximity_check(key, table: data_lib.TrialTable, fit: bns_lib.BNSFit,
+                              num_draws: int = 200, band: float = 0.9,
+                              min_count: int = 30) -> list[dict]:
+  """Posterior-predictive check of the cue-similarity effect, rows of `PPC_COLUMNS`.
+
+  The statistic, per set size and |cue distance| of a non-target to the target (exact values
+  when few, else 8 bins): the share of non-targets whose response lies within 0.4 rad of them
+  and more than 0.8 rad from the target (`nontarget_proximity`). It is computed on the data
+  and on `num_draws` replicate data sets (`bns.predictive_responses`: same displays, subjects
+  and set sizes, one posterior draw per replicate); the model's mean and central `band` over
+  replicates, and `ppp` = P(replicate >= data) (near 0 or 1: the model misses the data).
+  `warning` says when the data fall outside the band or the bin has fewer than `min_count`
+  non-targets.
+  """
+  rows = []
+  sizes = [n for n in table.set_sizes() if n > 1]
+  lo_q, hi_q = (1 - band) / 2, 1 - (1 - band) / 2
+  for i, n in enumerate(sizes):
+    sub = table.select(set_sizes=[n])
+    dc, _, _, mask = sub.nontargets()
+    bins, centres = _distance_bins(np.abs(dc[mask]))
+    count = np.bincount(bins, minlength=len(centres))
+    data_hits = nontarget_proximity(sub, sub.response)[mask]
+    data_rate = np.bincount(bins, weights=data_hits, minlength=len(centres)) / count
+    reps = bns_lib.predictive_responses(jax.random.fold_in(key, i), fit, sub, num_draws)
+    hits = nontarget_proximity(sub, reps)[:, mask]                              # (R, M)
+    model = np.stack([np.bincount(bins, weights=h, minlength=len(centres)) for h in hits]
+                     ) / count                                                   # (R, B)
+    lower, upper = np.quantile(model, lo_q, 0), np.quantile(model, hi_q, 0)
+    for b, centre in enumerate(centres):
+      notes = []
+      if not lower[b] <= data_rate[b] <= upper[b]:
+        notes.append(f'data outside the model\'s {band:.0%} band')
+      if count[b] < min_count:
+        notes.append(f'only {count[b]} non-targets (< {min_count})')
+      rows.append(dict(set_size=n, cue_distance=float(centre), n_nontargets=int(count[b]),
+                       n=len(sub), data_rate=float(data_rate[b]),
+                       data_se=float(np.sqrt(data_rate[b] * (1 - data_rate[b]) / count[b])),
+                       model_mean=float(model[:, b].mean()), model_lower=float(lower[b]),
+                       model_upper=float(upper[b]),
+                       ppp=float(np.mean(model[:, b] >= data_rate[b])),
+                       warning='; '.join(notes)))
+  return rows
+
+
+def plot_nontarget_proximity(rows: list[dict], path: str) -> str:
+  """The check of `nontarget_proximity_check`: data (with binomial SE) over the model's band."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  sizes = sorted({r['set_size'] for r in rows})
+  fig, axes = plt.subplots(1, max(len(sizes), 1), figsize=(3.4 * max(len(sizes), 1), 3.0),
+                           squeeze=False, sharey=True)
+  for ax, n in zip(axes[0], sizes):
+    rs = [r for r in rows if r['set_size'] == n]
+    x = np.array([r['cue_distance'] for r in rs])
+    ax.fill_between(x, [r['model_lower'] for r in rs], [r['model_upper'] for r in rs],
+                    color='C0', alpha=0.3, label='BNS predictive, 90%')
+    ax.plot(x, [r['model_mean'] for r in rs], 'C0-')
+    ax.errorbar(x, [r['data_rate'] for r in rs], yerr=[r['data_se'] for r in rs], fmt='ks',
+                ms=4, label='data (± SE)')
+    ax.set_title(f'set size {n}')
+    ax.set_xlabel('|cue distance| (rad)')
+    ax.set_ylim(bottom=0)
+  axes[0, 0].set_ylabel(f'P(response < {NEAR_NONTARGET} rad from non-target,\n'
+                        f'> {FAR_FROM_TARGET} rad from target)')
+  axes[0, 0].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
 
 
 # --------------------------------------------------------------------------------------------
