@@ -7,25 +7,16 @@ import subprocess
 import sys
 
 from tests import conftest
+from tests import tiny
+from tests.tiny import compilation_cache  # pylint: disable=unused-import  (a fixture)
 
-# The sizes of conftest.make_tiny_config, as --config overrides.
-TINY_OVERRIDES = {
-    'task.epochs.stimulus': 2, 'task.epochs.delay': 3, 'task.epochs.cue': 2,
-    'task.epochs.post_cue': 1, 'task.num_tuning': 8,
-    'model.num_units': 8, 'model.trial_noise': -1.0, 'model.num_branches': 2,
-    'model.num_subbranches': 3,
-    'diffusion.num_steps': 6,
-    'train.num_steps': 4, 'train.displays_per_batch': 4, 'train.samples_per_display': 4,
-    'train.warmup_steps': 1, 'train.log_every': 1, 'train.checkpoint_every': 2,
-    'eval.num_displays': 8, 'eval.samples_per_display': 16, 'eval.num_plot_displays': 2,
-    'eval.bns_svi_steps': 100,
-}
+TINY_OVERRIDES = tiny.TINY_OVERRIDES
 
 
 def test_overrides_match_the_tiny_config():
-  tiny = conftest.make_tiny_config()
+  config = conftest.make_tiny_config()
   for path, value in TINY_OVERRIDES.items():
-    node = tiny
+    node = config
     for part in path.split('.'):
       node = node[part]
     assert node == value, path
@@ -36,7 +27,7 @@ def _read_csv(path):
     return list(csv.DictReader(f))
 
 
-def test_main_trains_evaluates_and_reports_progress(tmp_path):
+def test_main_trains_evaluates_and_reports_progress(tmp_path, compilation_cache):
   workdir = tmp_path / 'run'
   command = [sys.executable, '-m', 'rnn_behaviour.main',
              '--config=' + os.path.join(conftest.REPO_ROOT, 'rnn_behaviour', 'configs',
@@ -46,7 +37,7 @@ def test_main_trains_evaluates_and_reports_progress(tmp_path):
   # The BNS judgement (two SVI fits, half a minute of compilation) is tested in process by
   # test_train; here it is off to keep the command-line test fast.
   command += ['--config.eval.bns_svi_steps=0']
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', **tiny.compilation_cache_env(compilation_cache))
   result = subprocess.run(command, cwd=conftest.REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
