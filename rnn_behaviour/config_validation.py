@@ -116,6 +116,14 @@ def validate(config) -> None:
                   'analysis.num_shuffles', 'analysis.num_fixed_point_starts'):
       _check(c, field, _positive_int, 'a positive integer')
     _check(c, 'analysis.num_bins', lambda v: _positive_int(v) and v >= 2, 'an integer >= 2')
+  if 'analysis' in c and 'protocol' in c.analysis:
+    from rnn_behaviour.analysis import run_paper  # pylint: disable=g-import-not-at-top
+    _check(c, 'analysis.protocol', _one_of(run_paper.PROTOCOLS), f'one of {run_paper.PROTOCOLS}')
+    for field in ('analysis.pair_rotations', 'analysis.swap_displays'):
+      _check(c, field, _positive_int, 'a positive integer')
+    _check(c, 'analysis.report_values', lambda v: _positive_int(v) and v >= 4, 'an integer >= 4')
+    _check(c, 'analysis.reported_bins', lambda v: _positive_int(v) and v >= 3, 'an integer >= 3')
+    _check(c, 'analysis.pair_distance_step', _positive, 'positive (radians)')
   if 'analysis' in c and 'cue_separation' in c.analysis:
     _check(c, 'analysis.cue_separation',
            lambda v: _finite(v) and c.task.min_separation_cue - 1e-6 <= v <= np.pi + 1e-6,

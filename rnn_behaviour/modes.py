@@ -21,8 +21,13 @@ def run(config, workdir: str, mode: str) -> None:
       return
   config_validation.validate(config)
   if mode == 'analyse':
-    from rnn_behaviour.analysis import run_analysis  # pylint: disable=g-import-not-at-top
-    run_analysis.analyse(config, workdir)
+    # Workdirs saved before the paper protocol existed keep today's design-grid analysis.
+    if config.analysis.get('protocol', 'design_grid') == 'paper':
+      from rnn_behaviour.analysis import run_paper  # pylint: disable=g-import-not-at-top
+      run_paper.analyse(config, workdir)
+    else:
+      from rnn_behaviour.analysis import run_analysis  # pylint: disable=g-import-not-at-top
+      run_analysis.analyse(config, workdir)
     return
   if mode in ('train', 'all'):
     train.train(config, workdir)

@@ -1,5 +1,6 @@
 """`--mode=analyse` end to end on a tiny trained network."""
 
+import csv
 import json
 import os
 
@@ -7,6 +8,7 @@ from rnn_behaviour import modes
 
 
 def test_analyse_mode_writes_numbers_and_figures(tiny_config, tmp_path):
+  tiny_config.analysis.protocol = 'design_grid'
   tiny_config.analysis.num_bins = 4
   tiny_config.analysis.samples_per_display = 4
   tiny_config.analysis.num_bootstrap = 4
@@ -25,3 +27,39 @@ def test_analyse_mode_writes_numbers_and_figures(tiny_config, tmp_path):
   assert numbers['fixed_points']['num_points'] >= 0
   for name in ('alignment', 'swap_auc', 'cross_temporal', 'pca', 'fixed_points'):
     assert os.path.getsize(os.path.join(folder, f'{name}.png')) > 1000
+
+
+def _tiny_paper_analysis(config):
+  config.analysis.pair_rotations = 1
+  config.analysis.report_values = 6
+  config.analysis.reported_bins = 6
+  config.analysis.samples_per_display = 4
+  config.analysis.swap_displays = 16
+  config.analysis.num_bootstrap = 20
+  config.analysis.num_shuffles = 2
+
+
+def test_paper_protocol_mode_per_member(tiny_config, tmp_path):
+  _tiny_paper_analysis(tiny_config)
+  tiny_config.train.ensemble_size = 2
+  workdir = str(tmp_path / 'run')
+  modes.run(tiny_config, workdir, 'train')
+  modes.run(tiny_config, workdir, 'analyse')
+  window = (tiny_config.task.epochs.delay + tiny_config.task.epochs.cue
+            + tiny_config.task.epochs.post_cue + tiny_config.diffusion.num_steps)
+  for member in (0, 1):
+    folder = os.path.join(workdir, 'analysis_paper', f'member_{member}')
+    with open(os.path.join(folder, 'summary.json')) as f:
+      numbers = json.load(f)
+    assert numbers['seed'] == tiny_config.seed + member
+    assert set(numbers) >= {'swap_rate', 'sigmoid_mse', 'flat_mse', 'alignment_precue',
+                            'alignment_postcue', 'precue_distance_slope', 'response_swap_auc'}
+    assert 0.0 <= numbers['swap_rate'] <= 1.0
+    # Four cue distances on the 8-location grid, one rotation each.
+    assert numbers['settings']['num_pairs'] == 4
+    with open(os.path.join(folder, 'alignment.csv')) as f:
+      rows = list(csv.DictReader(f))
+    assert len(rows) == window
+    assert rows[0]['epoch'] == 'delay' and rows[-1]['epoch'] == 'response'
+    for name in ('alignment', 'precue_vs_distance', 'swap_decision'):
+      assert os.path.getsize(os.path.join(folder, f'{name}.png')) > 1000

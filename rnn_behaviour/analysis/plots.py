@@ -188,3 +188,100 @@ def save_figure(fig: Figure, path: str, dpi: int = 120) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=dpi)
   return path
+
+
+# ------------------------------------------------------------------ the paper's protocol
+
+
+def shade_epochs(ax, spans: Mapping[str, tuple[int, int]], highlight: str = 'cue'):
+  """Epochs as bands: the `highlight` epoch shaded, every boundary dotted, and each epoch's
+  name centred over it (epochs shorter than 3 steps are left unnamed rather than overlap)."""
+  for name, (start, stop) in spans.items():
+    if name == highlight:
+      ax.axvspan(start - 0.5, stop - 0.5, color='0.85', lw=0, zorder=0)
+    ax.axvline(start - 0.5, color='0.6', lw=0.6, ls=':', zorder=0)
+    if stop - start >= 3:
+      ax.text(0.5 * (start + stop) - 0.5, 1.01, name, transform=ax.get_xaxis_transform(),
+              fontsize=7, ha='center', va='bottom', color='0.3')
+
+
+def plot_paper_alignment(mean, band, fit: Mapping | None, spans: Mapping[str, tuple[int, int]],
+                         cue_onset: int, title: str) -> Figure:
+  """Mean plane alignment over cue pairs (steps from the delay's start) with its bootstrap band
+  over pairs and the sigmoid and flat fits."""
+  mean = np.asarray(mean)
+  steps = np.arange(mean.shape[0])
+  fig, (ax,) = _figure(6.0, 3.6)
+  shade_epochs(ax, spans)
+  ax.fill_between(steps, band[0], band[1], color='C0', alpha=0.25, lw=0,
+                  label='95% bootstrap over cue pairs')
+  ax.plot(steps, mean, 'o-', color='C0', ms=2.5, label='mean over cue pairs')
+  if fit is not None:
+    params = fit['sigmoid_params']
+    grid = np.linspace(steps[0], steps[-1], 300)
+    ax.plot(grid, planes.sigmoid_curve(grid - cue_onset, params['low'], params['high'],
+                                       params['midpoint'], params['width']), color='C3',
+            label=f"sigmoid fit (MSE {fit['sigmoid_mse']:.2g})")
+    ax.axhline(fit['flat_level'], color='C2', ls='--',
+               label=f"flat fit (MSE {fit['flat_mse']:.2g})")
+  ax.set(xlabel='time step from the start of the delay', ylabel='|cos| between the cued-item '
+         'planes', ylim=(-0.02, 1.02))
+  ax.set_title(title, fontsize=9, pad=14)
+  ax.legend(fontsize=7, loc='lower right')
+  return fig
+
+
+def plot_precue_vs_distance(distance, alignment, prediction: Mapping, title: str) -> Figure:
+  """Each cue pair's alignment at the last pre-cue step against its cue distance, the mean per
+  distance and the least-squares line, with the slope and rank correlation in the legend."""
+  distance, alignment = np.asarray(distance, float), np.asarray(alignment, float)
+  fig, (ax,) = _figure(4.6, 3.6)
+  ax.scatter(np.degrees(distance), alignment, s=10, color='0.5', label='cue pair')
+  ax.plot(np.degrees(prediction['distances']), prediction['means'], 'o-', color='C0',
+          label='mean per distance')
+  slope = prediction['slope']
+  if np.isfinite(slope):
+    keep = np.isfinite(alignment)
+    intercept = np.mean(alignment[keep]) - slope * np.mean(distance[keep])
+    grid = np.linspace(distance.min(), distance.max(), 50)
+    lo, hi = prediction['slope_interval']
+    rlo, rhi = prediction['spearman_interval']
+    ax.plot(np.degrees(grid), intercept + slope * grid, color='C3',
+            label=f'slope {slope:.3f}/rad [{lo:.3f}, {hi:.3f}]\n'
+                  f'Spearman {prediction["spearman"]:.2f} [{rlo:.2f}, {rhi:.2f}]')
+  ax.set(xlabel='cue distance between the items (degrees)',
+         ylabel='|cos| at the last pre-cue step', ylim=(-0.02, 1.02))
+  ax.set_title(title, fontsize=9)
+  ax.legend(fontsize=7)
+  return fig
+
+
+def plot_swap_decision(auc, band, projection_correct, projection_swap,
+                       spans: Mapping[str, tuple[int, int]], title: str) -> Figure:
+  """Left: AUC of swap vs correct trials of the same display at every step, with the
+  shuffled-label band. Right: the trials' display-centred projection on the most discriminating
+  null-space direction, mean and s.d. of correct and of swap trials."""
+  auc = np.asarray(auc)
+  steps = np.arange(auc.shape[0])
+  fig, axes = _figure(5.0, 3.6, ncols=2)
+  ax = axes[0]
+  shade_epochs(ax, spans)
+  ax.fill_between(steps, band[0], band[1], color='0.6', alpha=0.4, lw=0,
+                  label='chance (labels shuffled within display)')
+  ax.plot(steps, auc, 'o-', color='C1', ms=2.5, label='swap vs correct (held out)')
+  ax.set(xlabel='time step from the start of the delay', ylabel='decoder AUC', ylim=(0.3, 1.0))
+  ax.legend(fontsize=7, loc='upper left')
+  ax = axes[1]
+  shade_epochs(ax, spans)
+  for values, colour, label in ((projection_correct, 'C0', 'correct trials'),
+                                (projection_swap, 'C3', 'swap trials')):
+    values = np.asarray(values, float)
+    if values.size:
+      mean, sd = values.mean(axis=1), values.std(axis=1)
+      ax.fill_between(steps, mean - sd, mean + sd, color=colour, alpha=0.2, lw=0)
+      ax.plot(steps, mean, color=colour, label=f'{label} (mean ± s.d.)')
+  ax.set(xlabel='time step from the start of the delay',
+         ylabel='projection on the swap direction (a.u.)')
+  ax.legend(fontsize=7, loc='upper left')
+  fig.suptitle(title, fontsize=9)
+  return fig

@@ -97,6 +97,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --mode=analyse: the network recorded on a grid of two-item displays (METHOD sec. 8).
   config.analysis = ml_collections.ConfigDict(dict(
+      protocol='paper',              # 'paper': the authors' protocol (analysis/paper_protocol.py,
+                                     # writes analysis_paper/); 'design_grid': one cue pair,
+                                     # additive bin means of the true colours (analysis/).
       seed=7,
       num_bins=8,                    # Report-feature bins per item.
       cue_separation=np.pi / 4,      # The two items' cue features (locations) are 0 and this:
@@ -105,5 +108,12 @@ def get_config() -> ml_collections.ConfigDict:
       num_bootstrap=100,
       num_shuffles=20,
       num_fixed_point_starts=64,
+      # The paper protocol: cue pairs at distances min_separation_cue, + pair_distance_step, ...
+      # below pi (on a cue grid: its multiples up to pi), each at pair_rotations positions.
+      pair_distance_step=np.pi / 12,
+      pair_rotations=4,
+      report_values=12,              # Report grid per pair: all pairs of these, each cued.
+      reported_bins=16,              # Bins of the reported colour for each plane.
+      swap_displays=128,             # Displays of the nearest pairs decoded for swap timing.
   ))
   return config

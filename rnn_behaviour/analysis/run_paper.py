@@ -1,0 +1,266 @@
+"""`--mode=analyse` with `config.analysis.protocol = 'paper'`: the paper's mechanism analyses.
+
+Records the trained network on every cue pair of `paper_protocol.cue_pairs` (each pair: every
+pair of report values on a grid, each item cued, `config.analysis.samples_per_display` noisy
+trials a display), then measures (see `paper_protocol`): plane alignment over the delay, cue
+and response epochs, averaged over pairs with a bootstrap band, with sigmoid and flat fits; the
+pre-cue alignment against cue distance; when swap and correct trials of a display separate; and
+the network's swap rate on the task's own displays.
+
+Writes into `<workdir>/analysis_paper/` (`member_<i>/` for each member of an ensemble):
+  summary.json            every number below, and the settings used
+  alignment.csv           step, epoch, step_in_epoch, mean, lower, upper, num_pairs
+  alignment_per_pair.csv  pair, cue_a, cue_b, distance, step, cosine
+  prediction.csv          distance, mean pre-cue alignment, pairs
+  swap_decision.csv       step, epoch, step_in_epoch, auc, chance_lower, chance_upper,
+                          projection_correct, projection_swap (means)
+  alignment.png, precue_vs_distance.png, swap_decision.png
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_behaviour import task as task_lib
+from rnn_behaviour.analysis import decoding
+from rnn_behaviour.analysis import paper_protocol as pp
+from rnn_behaviour.analysis import planes
+from rnn_behaviour.analysis import plots
+
+PAPER_DIR = 'analysis_paper'
+PROTOCOLS = ('paper', 'design_grid')
+SUMMARY_KEYS = ('swap_rate', 'sigmoid_mse', 'flat_mse', 'alignment_precue', 'alignment_postcue',
+                'precue_distance_slope', 'response_swap_auc')
+WINDOW_EPOCHS = ('delay', 'cue', 'post_cue', 'response')
+
+
+def _epoch_spans(epochs: task_lib.Epochs) -> dict:
+  """{epoch: (start, stop)} in steps from the start of the delay."""
+  origin = epochs.start('delay')
+  return {name: (epochs.start(name) - origin,
+                 epochs.start(name) - origin + epochs.lengths[task_lib.EPOCH_NAMES.index(name)])
+          for name in WINDOW_EPOCHS}
+
+
+def _epoch_labels(epochs: task_lib.Epochs) -> list[tuple[str, int]]:
+  """(epoch, step within it) of every analysed step."""
+  return [(name, i) for name, (start, stop) in _epoch_spans(epochs).items()
+          for i in range(stop - start)]
+
+
+def analysed_pairs(config) -> tuple[np.ndarray, np.ndarray]:
+  """(P, 2) cue features and (P,) cue distances of the analysed pairs. Index cueing does not
+  show the cue features to the network, so one pair stands for all."""
+  c = config.analysis
+  if config.task.cueing == 'index':
+    return np.array([[0.0, -np.pi]]), np.array([np.pi])
+  distances = pp.pair_distances(config.task.min_separation_cue, c.pair_distance_step,
+                                config.task.cue_grid)
+  return pp.cue_pairs(distances, c.pair_rotations)
+
+
+def make_recorder(network, variables, task_config, num_samples: int, onset: str):
+  """A jitted (displays, key) -> (responses (K, S), states (T, K, S, n)), compiled once."""
+
+  @jax.jit
+  def run(displays, key):
+    inputs = task_lib.epoch_inputs_from_config(displays, task_config)
+    return network.sample(variables, inputs, key, num_samples, onset=onset, record=True)
+
+  return run
+
+
+def network_swap_rate(network, variables, config, key, num_displays: int = 256,
+                      num_samples: int = 64) -> float:
+  """Share of the network's responses nearest a non-target, on the task's own displays."""
+  key_displays, key_sample = jax.random.split(key)
+  displays = task_lib.displays_from_config(key_displays, num_displays, config.task)
+  inputs = task_lib.epoch_inputs_from_config(displays, config.task)
+  responses, _ = jax.jit(lambda v, i, k: network.sample(v, i, k, num_samples,
+                                                        onset=config.diffusion.onset))(
+                                                            variables, inputs, key_sample)
+  return float(jnp.mean(decoding.swap_labels(responses, displays)))
+
+
+def analyse_network(config, network, variables, key) -> tuple[dict, dict]:
+  """All of the paper's analyses of one network: (numbers, arrays for tables and figures)."""
+  c = config.analysis
+  epochs = network.epochs
+  origin = epochs.start('delay')
+  cue_onset = epochs.start('cue') - origin
+  precue_step, postcue_step = cue_onset - 1, epochs.trial_length - 1 - origin
+  readout = variables['constants']['readout']
+  cues, distances = analysed_pairs(config)
+  key_pairs, key_swap, key_rate = jax.random.split(key, 3)
+  recorder = make_recorder(network, variables, config.task, c.samples_per_display,
+                           config.diffusion.onset)
+  nearest = distances.min()
+  per_pair, pair_swap_rates, swap_states, swap_labels = [], [], [], []
+  started = time.time()
+  for p, cue_features in enumerate(cues):
+    displays = pp.pair_displays(cue_features, c.report_values,
+                                config.task.min_separation_report)
+    responses, states = recorder(displays, jax.random.fold_in(key_pairs, p))
+    states = states[origin:]
+    swap = decoding.swap_labels(responses, displays)
+    per_pair.append(np.asarray(pp.pair_alignment(states, readout, displays.cued, responses,
+                                                 ~swap, c.reported_bins)))
+    pair_swap_rates.append(float(jnp.mean(swap)))
+    if np.isclose(distances[p], nearest):
+      # The nearest pairs make the most swaps: a subsample of their displays is decoded.
+      pick = np.random.default_rng(p).permutation(displays.num_displays)
+      pick = pick[:max(c.swap_displays // int(np.isclose(distances, nearest).sum()), 2)]
+      swap_states.append(pp.project_null(states[:, pick], readout))
+      swap_labels.append(swap[pick])
+    logging.info('paper analysis: cue pair %d/%d (distance %.0f deg): swap rate %.3f, '
+                 '|cos| before the cue %.2f; %.0f s elapsed', p + 1, len(cues),
+                 np.degrees(distances[p]), pair_swap_rates[-1], per_pair[-1][precue_step],
+                 time.time() - started)
+  per_pair = np.stack(per_pair)
+  average = pp.average_over_pairs(per_pair, seed=int(c.seed), num_bootstrap=c.num_bootstrap)
+  fit = planes.fit_sigmoid_vs_flat(np.arange(per_pair.shape[1]) - cue_onset, average.mean)
+  prediction = pp.precue_prediction(per_pair[:, precue_step], distances, seed=int(c.seed),
+                                    num_bootstrap=c.num_bootstrap)
+
+  states = jnp.concatenate(swap_states, axis=1)
+  labels = jnp.concatenate(swap_labels)
+  decision = decoding.swap_auc_over_time(key_swap, states, labels, num_shuffles=c.num_shuffles)
+  auc, band = np.asarray(decision.auc), np.asarray(decision.band)
+  response = slice(_epoch_spans(epochs)['response'][0], None)
+  late = slice(response.start + epochs.response // 2, None)
+  best = int(np.nanargmax(np.where(np.arange(auc.size) >= response.start, auc, -np.inf)))
+  direction = pp.discriminating_direction(states[best], labels)
+  projected = np.asarray(pp.projections(states, direction)).reshape(auc.size, -1)
+  flat_labels = np.asarray(labels).reshape(-1)
+  decided = pp.decided_from(auc, band[1])
+  labels_by_step = _epoch_labels(epochs)
+  swap_rate = network_swap_rate(network, variables, config, key_rate)
+
+  numbers = dict(
+      swap_rate=swap_rate,
+      sigmoid_mse=fit['sigmoid_mse'], flat_mse=fit['flat_mse'],
+      alignment_precue=float(average.mean[precue_step]),
+      alignment_postcue=float(average.mean[postcue_step]),
+      precue_distance_slope=prediction['slope'],
+      response_swap_auc=float(np.nanmean(auc[late])),
+      precue_swap_auc=float(np.nanmax(auc[:cue_onset])) if np.isfinite(auc[:cue_onset]).any()
+      else float('nan'),
+      swap_decided_from=(None if decided is None
+                         else '{}+{}'.format(*labels_by_step[decided])),
+      alignment_fit=fit, prediction=prediction,
+      grid_swap_rate=float(np.mean(pair_swap_rates)),
+      swap_trials_decoded=int(flat_labels.sum()), trials_decoded=int(flat_labels.size),
+      settings=dict(num_pairs=int(len(cues)), distances_deg=np.degrees(np.unique(distances)).tolist(),
+                    report_values=int(c.report_values), reported_bins=int(c.reported_bins),
+                    samples_per_display=int(c.samples_per_display),
+                    swap_direction_step='{}+{}'.format(*labels_by_step[best])))
+  arrays = dict(per_pair=per_pair, cues=cues, distances=distances, average=average,
+                auc=auc, band=band, projection=projected, swap=flat_labels,
+                spans=_epoch_spans(epochs), cue_onset=cue_onset, labels=labels_by_step,
+                precue_step=precue_step)
+  return numbers, arrays
+
+
+def _write_csv(path: str, header, rows) -> None:
+  with open(path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    writer.writerows(rows)
+
+
+def _json_safe(value):
+  if isinstance(value, dict):
+    return {k: _json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_safe(v) for v in value]
+  if isinstance(value, (float, np.floating)):
+    return float(value) if np.isfinite(value) else None
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+
+
+def write_outputs(folder: str, numbers: dict, arrays: dict, title: str) -> None:
+  """summary.json, the CSV tables and the three figures of one analysed network."""
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, 'summary.json'), 'w') as f:
+    json.dump(_json_safe(numbers), f, indent=2)
+  average, labels = arrays['average'], arrays['labels']
+  _write_csv(os.path.join(folder, 'alignment.csv'),
+             ('step', 'epoch', 'step_in_epoch', 'mean', 'lower', 'upper', 'num_pairs'),
+             [(t, e, i, average.mean[t], average.band[0, t], average.band[1, t],
+               average.num_pairs[t]) for t, (e, i) in enumerate(labels)])
+  _write_csv(os.path.join(folder, 'alignment_per_pair.csv'),
+             ('pair', 'cue_a', 'cue_b', 'distance', 'step', 'cosine'),
+             [(p, *arrays['cues'][p], arrays['distances'][p], t, arrays['per_pair'][p, t])
+              for p in range(arrays['per_pair'].shape[0])
+              for t in range(arrays['per_pair'].shape[1])])
+  prediction = numbers['prediction']
+  _write_csv(os.path.join(folder, 'prediction.csv'), ('distance', 'mean_precue_alignment'),
+             zip(prediction['distances'], prediction['means']))
+  swap = arrays['swap']
+  projection = arrays['projection']
+  correct_mean = projection[:, ~swap].mean(axis=1) if (~swap).any() else np.full(len(labels), np.nan)
+  swap_mean = projection[:, swap].mean(axis=1) if swap.any() else np.full(len(labels), np.nan)
+  _write_csv(os.path.join(folder, 'swap_decision.csv'),
+             ('step', 'epoch', 'step_in_epoch', 'auc', 'chance_lower', 'chance_upper',
+              'projection_correct', 'projection_swap'),
+             [(t, e, i, arrays['auc'][t], arrays['band'][0, t], arrays['band'][1, t],
+               correct_mean[t], swap_mean[t]) for t, (e, i) in enumerate(labels)])
+  plots.save_figure(plots.plot_paper_alignment(
+      average.mean, average.band, numbers['alignment_fit'], arrays['spans'],
+      arrays['cue_onset'], f'Plane alignment, paper protocol ({title})'),
+                    os.path.join(folder, 'alignment.png'))
+  plots.save_figure(plots.plot_precue_vs_distance(
+      arrays['distances'], arrays['per_pair'][:, arrays['precue_step']], prediction,
+      f'Before the cue: alignment vs cue distance ({title})'),
+                    os.path.join(folder, 'precue_vs_distance.png'))
+  plots.save_figure(plots.plot_swap_decision(
+      arrays['auc'], arrays['band'], projection[:, ~swap], projection[:, swap], arrays['spans'],
+      f'Where a swap is decided ({title}; {int(swap.sum())} swaps of {swap.size} trials)'),
+                    os.path.join(folder, 'swap_decision.png'))
+
+
+def member_folder(workdir: str, member: int | None) -> str:
+  folder = os.path.join(workdir, PAPER_DIR)
+  return folder if member is None else os.path.join(folder, f'member_{member}')
+
+
+def analyse(config, workdir: str) -> list[dict]:
+  """The paper's analyses of the network in `workdir` (of every member of an ensemble); returns
+  one numbers dict per network. A member already analysed (summary.json present) is read back."""
+  from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
+
+  if config.task.num_items != 2:
+    raise ValueError('the paper protocol needs two-item displays; config.task.num_items is '
+                     f'{config.task.num_items}')
+  size = train.ensemble_size(config)
+  members = [None] if size == 1 else list(range(size))
+  results = []
+  for member in members:
+    folder = member_folder(workdir, member)
+    summary = os.path.join(folder, 'summary.json')
+    if os.path.exists(summary):
+      with open(summary) as f:
+        results.append(json.load(f))
+      continue
+    network, state = train.load_trained(config, workdir, member=member)
+    seed = config.seed + (member or 0)
+    logging.info('Paper analysis of %s%s', workdir, '' if member is None else f' member {member}')
+    numbers, arrays = analyse_network(config, network, state.variables,
+                                      jax.random.key(config.analysis.seed))
+    numbers['trained_steps'] = int(state.step)
+    numbers['seed'] = int(seed)
+    write_outputs(folder, numbers, arrays, f'seed {seed}')
+    logging.info('Paper analysis written to %s: %s', folder,
+                 {k: numbers[k] for k in SUMMARY_KEYS})
+    results.append(_json_safe(numbers))
+  return results
