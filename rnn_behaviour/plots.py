@@ -50,9 +50,10 @@ def response_histograms(arrays, path: str, count: int = 6, bins: int = 48):
   samples = np.asarray(arrays['network']).shape[1]
   fig.suptitle(f'Responses on {len(chosen)} of {len(report)} held-out displays '
                f'({samples} samples each): network vs generating model', fontsize=10)
+  height = fig.get_figheight()   # The title and legend take a fixed 0.8 inch at the top.
   fig.legend(unique.values(), unique.keys(), loc='upper center', ncol=4, fontsize=8,
-             bbox_to_anchor=(0.5, 0.95))
-  fig.tight_layout(rect=(0, 0, 1, 0.88))
+             bbox_to_anchor=(0.5, 1 - 0.3 / height))
+  fig.tight_layout(rect=(0, 0, 1, 1 - 0.8 / height))
   fig.savefig(path, dpi=110)
   plt.close(fig)
 

@@ -39,7 +39,8 @@ def tiny_parameters(name: str, workdir: str) -> dict:
                 SAMPLES_PER_TRIAL=2, **EVAL_TINY,
                 CONFIG_OVERRIDES=dict(overrides, **{
                     'data.set_sizes': [2], 'data.subjects': ['1', '2'],
-                    'fit.num_posterior_samples': 20, 'fit.mixture_models': ['three_component']}))
+                    'fit.num_posterior_samples': 20, 'fit.mixture_models': ['three_component'],
+                    'fit.ppc_draws': 5, 'fit.num_fourier': 2, 'fit.guide': 'normal'}))
   raise KeyError(f'no tiny parameters for colab/{name}.ipynb: add them here')
 
 
