@@ -20,6 +20,7 @@ import warnings
 from absl import logging
 import numpy as np
 
+from rnn_behaviour import curriculum
 from rnn_behaviour import modes
 
 COLUMNS = ('objective', 'seed', 'swap_curve_error', 'distance_ratio', 'circ_sd_error',
@@ -28,20 +29,11 @@ SWAP_FUNCTION_COLUMNS = ('objective', 'seed', 'fitted_to', 'distance', 'logit_me
                          'logit_lower', 'logit_upper')
 
 
-def _merge(config, overrides) -> None:
-  """Writes a nested dict of overrides into a config, in place."""
-  for key, value in overrides.items():
-    if hasattr(value, 'items'):
-      _merge(config[key], value)
-    else:
-      config[key] = value
-
-
 def run_config(comparison, name: str, seed: int, behaviour_dir: str):
   """The training config of one objective and seed."""
   objective, signature = comparison.objectives[name]
   config = importlib.import_module(f'rnn_behaviour.configs.{comparison.base}').get_config()
-  _merge(config, comparison.overrides)
+  curriculum.merge_overrides(config, comparison.overrides)
   config.seed = int(seed)
   config.objective.name = objective
   config.behaviour.signature = signature
