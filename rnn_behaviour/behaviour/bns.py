@@ -437,9 +437,18 @@ def _svi_parts(spec, labels, guide, learning_rate):
     return model(d, spec, nf, ng, trial_weight)
 
   g = _guide(bound, guide)
-  optim = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(learning_rate))
+  # The step size lives in the optimiser state (inject_hyperparams), so a restart at a lower
+  # step size reuses the compiled update (see `_with_learning_rate`).
+  optim = optax.chain(optax.clip_by_global_norm(10.0),
+                      optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate))
   svi = numpyro.infer.SVI(bound, g, optim, numpyro.infer.Trace_ELBO())
   return svi, g
+
+
+def _with_learning_rate(state, learning_rate: float):
+  """An SVI state whose Adam step size is `learning_rate` (every fold's, if vmapped)."""
+  old = optax.tree_utils.tree_get(state, 'learning_rate')
+  return optax.tree_utils.tree_set(state, learning_rate=jnp.full_like(old, learning_rate))
 
 
 def _run_svi(svi, state, d, trial_weight, num_steps):
@@ -519,17 +528,19 @@ def _params_finite(params) -> bool:
   return all(bool(np.all(np.isfinite(np.asarray(v)))) for v in jax.tree_util.tree_leaves(params))
 
 
-def _svi_with_restarts(key, svi_for_lr, d, trial_weight, num_steps, learning_rate,
-                       num_trials, max_restarts, lr_factor, tick=None, label='BNS SVI'):
+def _svi_with_restarts(key, svi, run, d, trial_weight, num_steps, learning_rate, num_trials,
+                       max_restarts, lr_factor, tick=None, label='BNS SVI'):
   """SVI from a fresh init, restarted at a lower step size while it diverges.
 
   Args:
-    svi_for_lr: `lr -> (svi, guide)`.
+    svi: the SVI object; run: jitted `(state, trial_weight) -> (state, losses)` doing
+      `_chunk_length(num_steps)` steps (compiled once for every try).
+    learning_rate: the first try's step size; each restart multiplies it by `lr_factor`.
     label: names the fit in progress and warning lines.
 
   Returns:
-    (svi, guide, state, losses, attempts): `attempts` lists every try as dict(learning_rate,
-    diverged: reason or None); the last is the one returned.
+    (state, losses, attempts): `attempts` lists every try as dict(learning_rate, diverged:
+    reason or None); the last is the one returned.
 
   Raises:
     FloatingPointError when the last try still diverges.
@@ -538,20 +549,18 @@ def _svi_with_restarts(key, svi_for_lr, d, trial_weight, num_steps, learning_rat
   attempts = []
   lr = float(learning_rate)
   for attempt in range(max_restarts + 1):
-    svi, g = svi_for_lr(lr)
     key, key_init = jax.random.split(key)
-    state = svi.init(key_init, d, trial_weight)
-    chunk = _chunk_length(num_steps)
-    run = jax.jit(lambda st: _run_svi(svi, st, d, trial_weight, chunk))
-    describe = lambda done, part: (f'{label}: step {done}/{num_steps}, loss '
-                                   f'{float(np.nanmean(part)):.1f} (lr {lr:.3g})')
-    state, losses = run_svi_chunked(run, state, num_steps, describe, tick)
+    state = _with_learning_rate(svi.init(key_init, d, trial_weight), lr)
+    describe = lambda done, part, lr=lr: (f'{label}: step {done}/{num_steps}, loss '
+                                          f'{float(np.nanmean(part)):.1f} (lr {lr:.3g})')
+    state, losses = run_svi_chunked(lambda st: run(st, trial_weight), state, num_steps,
+                                    describe, tick)
     reason = svi_divergence(losses, num_trials)
     if reason is None and not _params_finite(svi.get_params(state)):
       reason = 'non-finite guide parameters'
     attempts.append(dict(learning_rate=lr, diverged=reason))
     if reason is None:
-      return svi, g, state, losses, attempts
+      return state, losses, attempts
     if attempt < max_restarts:
       progress.warning(f'{label} diverged ({reason}) at learning rate {lr:.3g}; restarting '
                        f'from a new initialisation at {lr * lr_factor:.3g}')
@@ -595,9 +604,12 @@ def fit(key, table: data_lib.TrialTable, spec: BNSSpec = BNSSpec(), *, inference
   info = dict(inference=inference, num_trials=len(table))
   guide_params = None
   if inference == 'svi':
-    svi, g, state, losses, attempts = _svi_with_restarts(
-        key_fit, lambda lr: _svi_parts(spec, labels, guide, lr), d, None, num_steps,
-        learning_rate, len(table), max_restarts, restart_lr_factor, tick, label='BNS fit')
+    svi, g = _svi_parts(spec, labels, guide, learning_rate)
+    chunk = _chunk_length(num_steps)
+    run = jax.jit(lambda st, w: _run_svi(svi, st, d, w, chunk))
+    state, losses, attempts = _svi_with_restarts(
+        key_fit, svi, run, d, None, num_steps, learning_rate, len(table), max_restarts,
+        restart_lr_factor, tick, label='BNS fit')
     guide_params = jax.device_get(svi.get_params(state))
     latent = g.sample_posterior(key_post, guide_params, sample_shape=(num_samples,))
     info.update(num_steps=num_steps, learning_rate=attempts[-1]['learning_rate'], guide=guide,
@@ -687,10 +699,11 @@ def cross_validate_folds(key, table: data_lib.TrialTable, spec: BNSSpec, folds: 
   states, losses = run_svi_chunked(lambda st: run(st, weights), states, num_steps, describe,
                                    tick)
   num_train = np.asarray(weights.sum(1))
+  run_one = jax.jit(lambda st, w: _run_svi(svi, st, d, w, chunk))    # Refits, one fold.
 
-  def heldout(svi_i, g_i, state, k):
-    params = svi_i.get_params(state)
-    latent = g_i.sample_posterior(k, params, sample_shape=(num_samples,))
+  def heldout(state, k):
+    params = svi.get_params(state)
+    latent = g.sample_posterior(k, params, sample_shape=(num_samples,))
     latent = {n: v for n, v in latent.items() if n in LATENT_SITES}
     draws = jax.vmap(lambda lat: build_params(lat, spec))(latent)
     ll = jax.lax.map(lambda p: trial_log_likelihood(p, d, spec), draws, batch_size=16)
@@ -704,16 +717,15 @@ def cross_validate_folds(key, table: data_lib.TrialTable, spec: BNSSpec, folds: 
     if reason is None and not _params_finite(svi.get_params(state_i)):
       reason = 'non-finite guide parameters'
     attempts = [dict(learning_rate=float(learning_rate), diverged=reason)]
-    svi_i, g_i, status = svi, g, 'ok'
+    status = 'ok'
     if reason is not None and max_restarts == 0:
       status = 'skipped'
     elif reason is not None:
       progress.warning(f'{label}: fold {i + 1}/{len(fold_ids)} diverged ({reason}); '
                        'refitting it alone at a lower step size')
       try:
-        svi_i, g_i, state_i, _, more = _svi_with_restarts(
-            jax.random.fold_in(key_retry, i),
-            lambda lr: _svi_parts(spec, labels, guide, lr), d, weights[i], num_steps,
+        state_i, _, more = _svi_with_restarts(
+            jax.random.fold_in(key_retry, i), svi, run_one, d, weights[i], num_steps,
             learning_rate * restart_lr_factor, int(num_train[i]), max_restarts - 1,
             restart_lr_factor, tick, label=f'{label} fold {i + 1}/{len(fold_ids)}')
         attempts += more
@@ -723,7 +735,7 @@ def cross_validate_folds(key, table: data_lib.TrialTable, spec: BNSSpec, folds: 
         status = 'skipped'
     sel = folds == k
     if status != 'skipped':
-      lpd = np.asarray(heldout(svi_i, g_i, state_i, jax.random.fold_in(key_post, i)))
+      lpd = np.asarray(heldout(state_i, jax.random.fold_in(key_post, i)))
       if not np.all(np.isfinite(lpd[sel])):
         status = 'skipped'
         attempts.append(dict(learning_rate=None, diverged='non-finite held-out density'))

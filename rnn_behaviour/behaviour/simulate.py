@@ -11,12 +11,15 @@ so the same shape fits in a fast test.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from rnn_behaviour import task as task_lib
+from rnn_behaviour import circular
 from rnn_behaviour.behaviour import data as data_lib
-from rnn_behaviour.behaviour import responses
+
+
+def _rng(key) -> np.random.Generator:
+  """A numpy generator seeded by a JAX key (numpy draws these thousands of small cells fast)."""
+  return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
 
 
 def subject_parameters(key, num_subjects: int, num_rare_swappers: int = 3) -> list[dict]:
@@ -27,7 +30,7 @@ def subject_parameters(key, num_subjects: int, num_rare_swappers: int = 3) -> li
   swap_bias (the swap logit at zero cue distance), swap_width (w of f(d) = -d^2 / (2 w) + b).
   The last `num_rare_swappers` subjects swap almost never (bias -6).
   """
-  rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+  rng = _rng(key)
   out = []
   for s in range(num_subjects):
     rare = s >= num_subjects - num_rare_swappers
@@ -38,10 +41,27 @@ def subject_parameters(key, num_subjects: int, num_rare_swappers: int = 3) -> li
   return out
 
 
+def _grid_cues(rng, k: int, n: int) -> np.ndarray:
+  """(k, n) distinct locations of the 8-location grid (pi/4 apart), random order."""
+  order = np.argsort(rng.random((k, 8)), axis=1)[:, :n]
+  return circular.wrap(order * (np.pi / 4))
+
+
+def _spaced_reports(rng, k: int, n: int, separation: float) -> np.ndarray:
+  """(k, n) uniform colours at least `separation` apart (sorted gaps trick, as in task.py)."""
+  free = 2 * np.pi - n * separation
+  u = np.sort(rng.uniform(0, free, (k, n)), axis=1) + np.arange(n) * separation
+  u = u + rng.uniform(0, 2 * np.pi, (k, 1))
+  return circular.wrap(np.take_along_axis(u, np.argsort(rng.random((k, n)), axis=1), axis=1))
+
+
 def large_experiment(key, num_subjects: int = 13, set_sizes=tuple(range(1, 9)),
                      trials_per_cell: int = 212, scale: float = 1.0,
                      num_rare_swappers: int = 3) -> data_lib.TrialTable:
   """A simulated experiment: every subject x set size cell, 8-location cue grid.
+
+  Swap logits f(d) = -d^2 / (2 w) + b of the cue distance d (the parametric model of
+  METHOD sec. 3), per subject; target logit 0, guess logit per subject and set size.
 
   Args:
     key: PRNG key.
@@ -54,7 +74,7 @@ def large_experiment(key, num_subjects: int = 13, set_sizes=tuple(range(1, 9)),
 
   Returns:
     TrialTable (source 'simulated:large_experiment'), reports continuous with a minimum
-    separation of pi/8, cued item uniform.
+    separation of pi/8, cued item uniform, trials ordered by set size then subject.
   """
   if max(set_sizes) > 8 or min(set_sizes) < 1:
     raise ValueError(f'set sizes must be in 1..8 (8 grid locations), got {list(set_sizes)}')
@@ -63,21 +83,24 @@ def large_experiment(key, num_subjects: int = 13, set_sizes=tuple(range(1, 9)),
   params = subject_parameters(key_params, num_subjects, num_rare_swappers)
   per = lambda name: np.repeat([p[name] for p in params], per_cell)        # (S * per_cell,)
   subject = np.repeat([str(s + 1) for s in range(num_subjects)], per_cell).astype(object)
+  k = num_subjects * per_cell
   tables = []
-  for n in set_sizes:       # One batch per set size: every subject's displays at once.
-    k_disp, k_resp = jax.random.split(jax.random.fold_in(key_cells, n))
-    displays = task_lib.sample_displays(k_disp, num_subjects * per_cell, n, cue_grid=8,
-                                        min_separation_cue=np.pi / 4,
-                                        min_separation_report=np.pi / 8)
-    d = task_lib.cue_distances(displays)
+  for n in set_sizes:       # One batch per set size: every subject's trials at once.
+    rng = _rng(jax.random.fold_in(key_cells, n))
+    cue, report = _grid_cues(rng, k, n), _spaced_reports(rng, k, n, np.pi / 8)
+    cued = rng.integers(0, n, k)
+    d = np.abs(circular.wrap(cue - cue[np.arange(k), cued][:, None]))
     logits = -d**2 / (2.0 * per('swap_width')[:, None]) + per('swap_bias')[:, None]
-    logits = jnp.where(task_lib.nontarget_mask(displays), logits, 0.0)
-    weights = responses.weights_from_logits(per('guess_logit') + 0.3 * (n - 1), logits)
-    y = responses.sample_mixture(k_resp, weights, displays.report,
-                                 per('kappa') / np.sqrt(n), 1)[:, 0]
-    t = data_lib.from_displays(displays, y)
-    tables.append(data_lib.TrialTable(cue=t.cue, report=t.report, cued=t.cued,
-                                      set_size=t.set_size, response=t.response,
-                                      subject=subject, condition=t.condition,
-                                      source='simulated:large_experiment'))
+    logits[np.arange(k), cued] = 0.0
+    logits = np.concatenate([(per('guess_logit') + 0.3 * (n - 1))[:, None], logits], 1)
+    w = np.exp(logits - logits.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    comp = (rng.random((k, 1)) > np.cumsum(w, 1)).sum(1)                   # 0: guess.
+    centre = report[np.arange(k), np.maximum(comp - 1, 0)]
+    y = np.where(comp == 0, rng.uniform(-np.pi, np.pi, k),
+                 centre + rng.vonmises(0.0, per('kappa') / np.sqrt(n)))
+    tables.append(data_lib.TrialTable(
+        cue=cue, report=report, cued=cued.astype(np.int64), set_size=np.full(k, n, np.int64),
+        response=circular.wrap(y), subject=subject,
+        condition=np.full(k, '', object), source='simulated:large_experiment'))
   return data_lib.concatenate(tables)
