@@ -133,15 +133,15 @@ def test_fit_behaviour_end_to_end(tmp_path):
   workdir = str(tmp_path / 'wd')
   out = pipeline.fit_behaviour(config, workdir)
   beh = os.path.join(workdir, 'behaviour')
-  for name, columns in (('mixture_fits.csv', 13), ('model_comparison.csv', 3),
-                        ('swap_function.csv', 6)):
+  for name, columns in (('mixture_fits.csv', 14), ('model_comparison.csv', 5),
+                        ('swap_function.csv', 8), ('ppc_nontarget_proximity.csv', 11)):
     with open(os.path.join(beh, name)) as f:
       rows = list(csv.reader(f))
     assert len(rows[0]) == columns and len(rows) > 1, name
   assert {r['model'] for r in out['comparison']} == {
       'mixture_two_component', 'mixture_three_component', 'bns_cue_von_mises',
       'bns_report_von_mises'}
-  for png in ('error_histograms.png', 'swap_probability.png'):
+  for png in ('error_histograms.png', 'swap_probability.png', 'ppc_nontarget_proximity.png'):
     assert os.path.getsize(os.path.join(beh, png)) > 1000
   model = surrogate.load_response_model(beh, 4)
   displays = task.sample_displays(jax.random.PRNGKey(0), 10, 4, cue_grid=8)
