@@ -549,7 +549,8 @@ def _svi_with_restarts(key, svi, run, d, trial_weight, num_steps, learning_rate,
   attempts = []
   lr = float(learning_rate)
   for attempt in range(max_restarts + 1):
-    key, key_init = jax.random.split(key)
+    # The first try uses `key` itself, so a fit that never diverges is the plain SVI fit.
+    key_init = key if attempt == 0 else jax.random.fold_in(key, attempt)
     state = _with_learning_rate(svi.init(key_init, d, trial_weight), lr)
     describe = lambda done, part, lr=lr: (f'{label}: step {done}/{num_steps}, loss '
                                           f'{float(np.nanmean(part)):.1f} (lr {lr:.3g})')
