@@ -2,7 +2,7 @@
 
   python -m rnn_behaviour.main --mode=fit_behaviour --workdir=/tmp/mylab \
       --config=rnn_behaviour/configs/fit_csv.py --config.data.path=trials.csv \
-      [--config.data.angle_unit=degrees] [--config.data.subjects='["s01","s02"]']
+      [--config.data.angle_unit=degrees] [--config.data.subjects=s01,s02] [--config.data.set_sizes=2,4]
 
 CSV format (see rnn_behaviour/behaviour/data.py): one row a trial; columns set_size, cued
 (1-based j of cue_j/report_j), response, cue_1..cue_N, report_1..report_N (empty past the
