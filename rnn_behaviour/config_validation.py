@@ -131,6 +131,15 @@ def validate(config) -> None:
   _check(c, 'train.grad_clip', _nonnegative, 'non-negative (0 disables clipping)')
   if 'ensemble_size' in c.train:
     _check(c, 'train.ensemble_size', _positive_int, 'a positive integer')
+  if 'decay_steps' in c.train:
+    _check(c, 'train.decay_steps', _nonnegative_int, 'a non-negative integer (0: num_steps)')
+    _check(c, 'train.decay_steps', lambda v: v == 0 or v > c.train.warmup_steps,
+           f'0 or > config.train.warmup_steps ({c.train.warmup_steps})')
+  if 'divergence_factor' in c.train:
+    _check(c, 'train.divergence_factor', _nonnegative, 'non-negative (0 disables the test)')
+  for field in ('train.divergence_patience', 'train.divergence_window'):
+    if field.split('.')[1] in c.train:
+      _check(c, field, _positive_int, 'a positive integer')
   if 'init_from' in c.train:
     _check(c, 'train.init_from', lambda v: isinstance(v, str), "a workdir path or ''")
     if c.train.init_from and not os.path.isdir(c.train.init_from):

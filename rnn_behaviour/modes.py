@@ -5,14 +5,24 @@ from __future__ import annotations
 from rnn_behaviour import config_validation
 from rnn_behaviour import evaluate
 from rnn_behaviour import train
+from rnn_behaviour import workdir as workdir_lib
 
 MODES = ('train', 'evaluate', 'all', 'fit_behaviour', 'analyse')
 
 
-def run(config, workdir: str, mode: str) -> None:
-  """Runs a mode on a workdir; `all` fits behaviour first when the config trains on a fit."""
+READS_CHECKPOINT = ('evaluate', 'analyse')   # Modes that need a trained network there.
+
+
+def run(config, workdir: str, mode: str, restart: bool = False) -> None:
+  """Runs a mode on a workdir; `all` fits behaviour first when the config trains on a fit.
+
+  The workdir is checked first (a directory that exists or can be created, writable, and for
+  evaluate/analyse holding a checkpoint), so that a bad one fails before any work.
+  `restart` starts training afresh (train.train's restart).
+  """
   if mode not in MODES:
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+  workdir_lib.check(workdir, needs_checkpoint=mode in READS_CHECKPOINT)
   if mode == 'fit_behaviour' or (mode == 'all' and config.behaviour.source == 'bns'
                                  and not config.behaviour.fit):
     from rnn_behaviour.behaviour import pipeline  # pylint: disable=g-import-not-at-top
@@ -30,6 +40,6 @@ def run(config, workdir: str, mode: str) -> None:
       run_analysis.analyse(config, workdir)
     return
   if mode in ('train', 'all'):
-    train.train(config, workdir)
+    train.train(config, workdir, restart=restart)
   if mode in ('evaluate', 'all'):
     evaluate.evaluate(config, workdir)

@@ -13,14 +13,29 @@ axis and the step is vmapped, so member i computes exactly what a standalone run
 config.seed + i computes. A member whose metrics turn non-finite is frozen at its last good
 state (its `step` stops advancing) while the others go on; a member is alive iff its step
 equals the ensemble's.
+
+What the loop guarantees (see also rnn_behaviour/workdir.py):
+- One trainer per workdir (a lock file with pid and host; a dead owner's lock is reclaimed).
+- A resumed run computes what the original run would have: any config change that alters the
+  computation is refused, naming the fields (`config_differences`). Extending a run needs the
+  schedule's length fixed explicitly (config.train.decay_steps); `train(..., restart=True)`
+  starts afresh and moves the old outputs to `superseded/`. Every config a workdir has trained
+  under is appended to `config_history.jsonl`.
+- A diverging run stops: non-finite metrics, or a loss above config.train.divergence_factor x
+  its running level for config.train.divergence_patience steps in a row. Checkpoints are not
+  written while a loss is far above its level, and rotation keeps the best checkpoint (by the
+  running loss level) as well as the latest ones, so the last good state always survives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
+import shutil
+import socket
 import time
 from typing import Any, Callable
 
@@ -34,13 +49,23 @@ import optax
 import orbax.checkpoint as ocp
 
 from rnn_behaviour import config_validation
+from rnn_behaviour import metric_writers
 from rnn_behaviour import objectives
+from rnn_behaviour import progress
 from rnn_behaviour import rnn
 from rnn_behaviour import task as task_lib
+from rnn_behaviour import workdir as workdir_lib
 from rnn_behaviour.behaviour import source
 
 METRICS_FILE = 'metrics.jsonl'
-CHECKPOINT_DIR = 'checkpoints'
+CHECKPOINT_DIR = workdir_lib.CHECKPOINT_DIR
+HISTORY_FILE = 'config_history.jsonl'
+MEMBERS_DIR = 'members'        # An ensemble's per-member TensorBoard events and metrics.
+SUPERSEDED_DIR = 'superseded'  # Outputs of runs replaced by `train(..., restart=True)`.
+
+
+class TrainingDiverged(FloatingPointError):
+  """The loss left its running level for good; training stopped."""
 
 
 @flax.struct.dataclass
@@ -60,12 +85,22 @@ def root_keys(seed: int):
   return tuple(jax.random.split(jax.random.key(seed), 3))
 
 
+def decay_horizon(train_config) -> int:
+  """The step at which the cosine schedule reaches its end value (a tenth of the peak).
+
+  config.train.decay_steps when set, else config.train.num_steps; past it the learning rate
+  stays at its end value. Accepts a ConfigDict or the dict of a saved config.json.
+  """
+  steps = int(train_config.get('decay_steps', 0) or 0) or int(train_config['num_steps'])
+  return max(steps, int(train_config['warmup_steps']) + 1)
+
+
 def make_optimizer(train_config) -> optax.GradientTransformation:
   """Adam after global-norm clipping, linear warmup then cosine decay to a tenth."""
   c = train_config
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=c.learning_rate, warmup_steps=c.warmup_steps,
-      decay_steps=max(c.num_steps, c.warmup_steps + 1), end_value=0.1 * c.learning_rate)
+      decay_steps=decay_horizon(c), end_value=0.1 * c.learning_rate)
   parts = [optax.clip_by_global_norm(c.grad_clip)] if c.grad_clip else []
   return optax.chain(*parts, optax.adam(schedule))
 
@@ -248,10 +283,31 @@ def train_step_fn(built: Built, num_members: int) -> Callable:
   return jax.jit(ensemble, donate_argnums=(0,))
 
 
-def checkpoint_manager(workdir: str, train_config) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=train_config.keep_checkpoints, create=True)
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
-                               options=options)
+def _best_metric(metrics) -> float:
+  return float(metrics['loss_level'])
+
+
+def checkpoint_manager(workdir: str, train_config, read_only: bool = False
+                       ) -> ocp.CheckpointManager:
+  """Orbax manager of <workdir>/checkpoints.
+
+  Rotation keeps the config.train.keep_checkpoints latest checkpoints and, in addition, the
+  best one by the running loss level saved with it (`loss_level`), so that a run that degrades
+  without NaN cannot rotate out its last good state. Checkpoints written before this metric
+  existed are rotated by recency only. `read_only` opens an existing directory without creating,
+  saving or deleting anything.
+  """
+  path = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+  if read_only:
+    return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True,
+                                                                            create=False))
+  policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+      ocp.checkpoint_managers.LatestN(n=train_config.keep_checkpoints),
+      ocp.checkpoint_managers.BestN(get_metric_fn=_best_metric, reverse=True, n=1,
+                                    keep_checkpoints_without_metrics=False),
+  ])
+  options = ocp.CheckpointManagerOptions(create=True, preservation_policy=policy)
+  return ocp.CheckpointManager(path, options=options)
 
 
 def restore_latest(manager: ocp.CheckpointManager, template: TrainState) -> TrainState | None:
@@ -268,23 +324,35 @@ def restore_latest(manager: ocp.CheckpointManager, template: TrainState) -> Trai
         f'config.json); use a new --workdir. Orbax said: {error}') from error
 
 
+def _metric_files(workdir: str) -> list[str]:
+  """The run's metrics.jsonl and, for an ensemble, each member's copy."""
+  members = os.path.join(workdir, MEMBERS_DIR)
+  extra = sorted(os.path.join(members, d, METRICS_FILE) for d in os.listdir(members)
+                 ) if os.path.isdir(members) else []
+  return [os.path.join(workdir, METRICS_FILE)] + extra
+
+
 def _truncate_metrics(path: str, last_step: int) -> None:
-  """Drops metric lines past a restored step, so a resumed run's log has no duplicates."""
+  """Drops metric lines past a restored step (and torn lines), so a resumed log has neither
+  duplicates nor a half-written record; the file is replaced atomically."""
   if not os.path.exists(path):
     return
   with open(path) as f:
-    lines = [line for line in f if line.strip() and json.loads(line)['step'] <= last_step]
-  with open(path, 'w') as f:
-    f.writelines(lines)
+    num_lines = sum(1 for line in f if line.strip())
+  kept = [r for r in workdir_lib.read_jsonl(path) if r.get('step', 0) <= last_step]
+  if len(kept) != num_lines:
+    workdir_lib.write_jsonl_atomic(path, kept)
 
 
 def read_metrics(workdir: str, member: int | None = None) -> list[dict]:
-  """The metric records of a run; for an ensemble, those of one member (None: all)."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
+  """The metric records of a run; for an ensemble, those of one member (None: all).
+
+  A torn line (a write cut short by a kill) is dropped with a warning.
+  """
+  records = workdir_lib.read_jsonl(os.path.join(workdir, METRICS_FILE))
+  for record in records:
+    if 'member' in record:
+      record['member'] = int(record['member'])
   if member is None:
     return records
   return [r for r in records if r.get('member', 0) == member]
@@ -292,38 +360,91 @@ def read_metrics(workdir: str, member: int | None = None) -> list[dict]:
 
 SHAPE_SECTIONS = ('model', 'task')   # Config sections that fix the shapes in a checkpoint.
 
+# Fields a resumed run may change: they do not alter what is computed. train.num_steps may grow
+# (or shrink) as long as the schedule's length, decay_horizon(), stays the same.
+RESUME_FREE = ('eval', 'analysis', 'train.num_steps', 'train.log_every',
+               'train.checkpoint_every', 'train.keep_checkpoints', 'train.init_from',
+               'train.remat', 'train.divergence_factor', 'train.divergence_patience',
+               'train.divergence_window')
+_HORIZON = 'train.decay_steps (effective: the cosine schedule\'s length)'
+
 
 def _saved_config(workdir: str) -> dict | None:
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    return json.load(f)
+    try:
+      return json.load(f)
+    except ValueError as error:
+      raise ValueError(f'{path} is not valid JSON ({error}); it records the run\'s config, '
+                       'restore it from config_history.jsonl') from None
 
 
 def _has_checkpoints(workdir: str) -> bool:
-  checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
-  return os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints))
+  return workdir_lib.has_checkpoint(workdir)
+
+
+def _flatten(tree, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in tree.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict):
+      flat.update(_flatten(value, name + '.'))
+    else:
+      flat[name] = value
+  return flat
+
+
+def _computation(content: dict) -> dict:
+  """The fields of a config (as JSON) that fix what a run computes, dotted, plus the derived
+  ensemble size and schedule length (which older config.json files leave implicit)."""
+  flat = {k: v for k, v in _flatten(content).items()
+          if not any(k == f or k.startswith(f + '.') for f in RESUME_FREE)}
+  flat.pop('train.decay_steps', None)
+  train_content = content.get('train', {})
+  flat['train.ensemble_size'] = train_content.get('ensemble_size', 1)
+  if 'num_steps' in train_content and 'warmup_steps' in train_content:
+    flat[_HORIZON] = decay_horizon(train_content)
+  return flat
+
+
+def config_differences(saved: dict, config) -> list[str]:
+  """'config.<field>: <before> -> <now>' for each field whose change would alter the run.
+
+  A field that only one side has (a knob added to or removed from the code since) is not a
+  difference: new knobs default to the old behaviour.
+  """
+  before = _computation(saved)
+  now = _computation(json.loads(config.to_json_best_effort()))
+  return [f'config.{k}: {before[k]!r} -> {now[k]!r}'
+          for k in sorted(set(before) & set(now)) if before[k] != now[k]]
 
 
 def check_resumable(config, workdir: str) -> None:
-  """Fails, naming the fields, if `workdir` holds checkpoints of a differently shaped run."""
+  """Fails, naming the fields, if `workdir` holds checkpoints of a run computed differently.
+
+  Allowed: the fields in RESUME_FREE (eval.*, analysis.*, logging and checkpoint cadence,
+  train.init_from, ...) and a different train.num_steps with the same schedule length; to
+  extend a run, keep its schedule with --config.train.decay_steps=<its old num_steps>.
+  """
   saved = _saved_config(workdir)
   if saved is None or not _has_checkpoints(workdir):
     return
-  differences = []
-  for section in SHAPE_SECTIONS:
-    now = json.loads(config[section].to_json_best_effort())
-    before = saved.get(section, {})
-    differences += [f'config.{section}.{k}: {before.get(k)!r} -> {now.get(k)!r}'
-                    for k in sorted(set(now) | set(before)) if now.get(k) != before.get(k)]
-  before_size = saved.get('train', {}).get('ensemble_size', 1)
-  if before_size != ensemble_size(config):
-    differences.append(f'config.train.ensemble_size: {before_size!r} -> '
-                       f'{ensemble_size(config)!r}')
-  if differences:
-    raise ValueError(f'{workdir} holds checkpoints of a run with another network or task '
-                     f'({"; ".join(differences)}); use a new --workdir or the old values')
+  differences = config_differences(saved, config)
+  if not differences:
+    return
+  hint = ''
+  if any(d.startswith(f'config.{_HORIZON}') for d in differences):
+    old = decay_horizon(saved['train'])
+    hint = (f' To extend the run with its schedule unchanged (the learning rate stays at its '
+            f'final value past step {old}), add --config.train.decay_steps={old}.')
+  raise ValueError(
+      f'{workdir} holds checkpoints of a run computed under another config '
+      f'({"; ".join(differences)}), so resuming would not continue that run.{hint} Otherwise '
+      'use the old values, a new --workdir, or start this workdir afresh with '
+      'train.train(config, workdir, restart=True) (the old outputs move to '
+      f'{SUPERSEDED_DIR}/).')
 
 
 def save_config(config, workdir: str, extra: dict | None = None) -> None:
@@ -331,8 +452,52 @@ def save_config(config, workdir: str, extra: dict | None = None) -> None:
   os.makedirs(workdir, exist_ok=True)
   content = json.loads(config.to_json_best_effort())
   content.update(extra or {})
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+  path = os.path.join(workdir, 'config.json')
+  temporary = path + f'.{os.getpid()}.tmp'
+  with open(temporary, 'w') as f:
     json.dump(content, f, indent=2, sort_keys=True)
+  os.replace(temporary, path)
+
+
+def record_history(config, workdir: str, event: str, step: int, extra: dict | None = None
+                   ) -> None:
+  """Appends the config a run now trains under to <workdir>/config_history.jsonl.
+
+  A workdir trained before the history existed first gets its config.json recorded, so every
+  config a workdir has run under stays on file.
+  """
+  path = os.path.join(workdir, HISTORY_FILE)
+  if not os.path.exists(path):
+    saved = _saved_config(workdir)
+    if saved is not None:
+      workdir_lib.append_jsonl(path, {'event': 'recorded from config.json', 'config': saved})
+  workdir_lib.append_jsonl(path, {
+      'event': event, 'step': step, 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+      'host': socket.gethostname(), 'pid': os.getpid(),
+      'config': dict(json.loads(config.to_json_best_effort()), **(extra or {}))})
+
+
+def supersede(workdir: str) -> str | None:
+  """Moves a workdir's training outputs to <workdir>/superseded/<time>/; returns that folder.
+
+  Used to start a workdir afresh without losing anything: checkpoints, metrics, TensorBoard
+  events, members/, eval/ and analysis outputs, and a copy of config.json move; the config
+  history stays (and records the restart).
+  """
+  names = [n for n in (CHECKPOINT_DIR, METRICS_FILE, MEMBERS_DIR, 'eval', 'analysis',
+                       'analysis_paper') if os.path.exists(os.path.join(workdir, n))]
+  names += sorted(n for n in os.listdir(workdir) if n.startswith('events.out.tfevents.'))
+  if not names:
+    return None
+  target = os.path.join(workdir, SUPERSEDED_DIR, time.strftime('%Y%m%d-%H%M%S'))
+  while os.path.exists(target):
+    target += '_'
+  os.makedirs(target)
+  for name in names:
+    os.rename(os.path.join(workdir, name), os.path.join(target, name))
+  if os.path.exists(os.path.join(workdir, 'config.json')):
+    shutil.copy2(os.path.join(workdir, 'config.json'), target)
+  return target
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -347,16 +512,21 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 
 def load_trained(config, workdir: str, member: int | None = None
                  ) -> tuple[rnn.Network, TrainState]:
-  """The network of a run and its latest checkpointed state.
+  """The network of a run and its latest checkpointed state; reads only, creates nothing.
 
   For an ensemble, `member` selects one member's state (no member axis); None returns the
   stacked ensemble state.
   """
+  if not _has_checkpoints(workdir):
+    raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}; '
+                            'train first (--mode=train)')
   built = build(config, behaviour_model=False)
   template = init_states(built, member_seeds(config))
-  manager = checkpoint_manager(workdir, config.train)
-  state = restore_latest(manager, template)
-  manager.close()
+  manager = checkpoint_manager(workdir, config.train, read_only=True)
+  try:
+    state = restore_latest(manager, template)
+  finally:
+    manager.close()
   if state is None:
     raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}; '
                             'train first (--mode=train)')
@@ -425,22 +595,104 @@ def initialise_from(config, state: TrainState, tx: optax.GradientTransformation
   return init_state, record
 
 
-def _metric_records(step: int, metrics, rate: float, num_members: int) -> list[dict]:
-  """One JSON record per member (one in all for a standalone run)."""
-  metrics = jax.device_get(metrics)
+
+@dataclasses.dataclass(frozen=True)
+class LossWatch:
+  """Per member: the running loss level and how many steps in a row the loss was far above it.
+
+  level: (E,) exponential moving average of the losses that were not far above it, over about
+    config.train.divergence_window steps (NaN before the first step).
+  streak: (E,) consecutive steps with loss > level + divergence_factor * |level|.
+  """
+  level: np.ndarray
+  streak: np.ndarray
+
+
+def new_loss_watch(num_members: int) -> LossWatch:
+  return LossWatch(level=np.full(num_members, np.nan), streak=np.zeros(num_members, int))
+
+
+def watch_loss(watch: LossWatch, losses, active, train_config
+               ) -> tuple[LossWatch, np.ndarray, np.ndarray]:
+  """One step of divergence detection: (watch, far_above, diverged), each (E,).
+
+  A loss is far above its level when loss > level + factor * |level| (factor =
+  config.train.divergence_factor; 0 disables the test); a member diverges after
+  config.train.divergence_patience such steps in a row. Far-above losses do not move the
+  level, so a divergence cannot drag its own reference up; inactive (frozen) members and
+  non-finite losses (handled by the NaN check) leave the watch unchanged.
+  """
+  factor = float(train_config.get('divergence_factor', 100.0))
+  patience = int(train_config.get('divergence_patience', 20))
+  window = float(train_config.get('divergence_window', 100))
+  losses = np.asarray(losses, np.float64).reshape(-1)
+  use = np.asarray(active, bool).reshape(-1) & np.isfinite(losses)
+  first = use & np.isnan(watch.level)
+  level = np.where(first, losses, watch.level)
+  far = use & ~first & (factor > 0) & (losses > level + factor * np.abs(level))
+  streak = np.where(far, watch.streak + 1, np.where(use, 0, watch.streak))
+  update = use & ~far & ~first
+  level = np.where(update, level + (losses - level) / window, level)
+  return LossWatch(level=level, streak=streak), far, streak >= patience
+
+
+def _roll_back(state: TrainState, snapshot, members) -> TrainState:
+  """`state` with the given members' entries replaced by theirs in `snapshot` (host arrays)."""
+  index = np.asarray(members)
+  return jax.tree_util.tree_map(lambda now, old: now.at[index].set(jnp.asarray(old)[index]),
+                                state, snapshot)
+
+
+def _writers(workdir: str, num_members: int, start: int) -> list[metric_writers.MetricWriter]:
+  """Metric writers: one for a run; for an ensemble one per member, whose TensorBoard events go
+  to members/member_<i>/ (so TensorBoard overlays the members as runs) and whose records go to
+  the run's metrics.jsonl with a 'member' field, plus the member's own metrics.jsonl copy."""
   if num_members == 1:
-    return [{'step': step, **{k: float(v) for k, v in metrics.items()}, 'steps_per_s': rate}]
-  return [{'step': step, 'member': i, **{k: float(v[i]) for k, v in metrics.items()},
-           'steps_per_s': rate} for i in range(num_members)]
+    return [metric_writers.MetricWriter(workdir, resume_step=start)]
+  writers = []
+  for i in range(num_members):
+    writers.append(metric_writers.MetricWriter(
+        os.path.join(workdir, MEMBERS_DIR, f'member_{i}'), resume_step=start))
+  return writers
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+def _message_step(metrics, member: int | None) -> dict:
+  metrics = jax.device_get(metrics)
+  if member is None:
+    return {k: float(v) for k, v in metrics.items()}
+  return {k: float(np.asarray(v)[member]) for k, v in metrics.items()}
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) -> TrainState:
   """Trains, resuming from the latest checkpoint in `workdir` if there is one.
 
   A fresh run starts from config.train.init_from's final parameters when that is set.
+
+  Args:
+    config: the run's config.
+    workdir: the run's directory; checked first, and locked while training.
+    restart: start afresh even if `workdir` holds a run (of any config): its outputs move to
+      <workdir>/superseded/<time>/ first. Without it, a workdir whose checkpoints were computed
+      under another config is refused (check_resumable).
+
+  Raises:
+    TrainingDiverged: the loss diverged (non-finite, or far above its running level for
+      config.train.divergence_patience steps); for an ensemble, only when every member has.
+    workdir_lib.WorkdirLocked: another trainer holds the workdir.
   """
   config_validation.validate(config)
-  check_resumable(config, workdir)
+  workdir_lib.check(workdir)
+  chief = jax.process_index() == 0
+  with (workdir_lib.lock(workdir) if chief else contextlib.nullcontext()):
+    superseded = supersede(workdir) if restart and chief else None
+    if superseded:
+      logging.warning('Starting %s afresh; its previous outputs moved to %s.', workdir,
+                      superseded)
+    check_resumable(config, workdir)
+    return _train_locked(config, workdir, 'restart' if superseded else None)
+
+
+def _train_locked(config, workdir: str, event: str | None) -> TrainState:
   built = build(config, workdir)
   seeds = member_seeds(config)
   num_members = len(seeds)
@@ -463,10 +715,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     extra = {'initialised_from': source_record}
     logging.info('Initialised from %s (its step %s); optimiser fresh.', source_record['workdir'],
                  source_record['step'])
-  save_config(config, workdir, extra)
   start = int(np.max(state.step))
-  metrics_path = os.path.join(workdir, METRICS_FILE)
-  _truncate_metrics(metrics_path, start)
+  record_history(config, workdir, event or ('resume' if restored is not None else 'start'),
+                 start, extra)
+  save_config(config, workdir, extra)
+  for path in _metric_files(workdir):
+    _truncate_metrics(path, start)
 
   step_fn = train_step_fn(built, num_members)
   c = config.train
@@ -475,51 +729,96 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
                config.model.cell, config.model.num_units, num_params,
                f' ({num_members} members, seeds {seeds})' if num_members > 1 else '',
                c.displays_per_batch, c.samples_per_display)
-  last_time, last_step = time.time(), start
-  alive = np.ones(num_members, bool)
-  for step in range(start, c.num_steps):
-    data_key, noise_key = step_keys(seeds, step)
-    new_state, metrics, finite = step_fn(state, data_key, noise_key)
-    finite = np.asarray(finite).reshape(-1)
-    if num_members == 1 and not finite[0]:
-      manager.wait_until_finished()
-      kept = manager.latest_step()
-      manager.close()
-      raise FloatingPointError(
-          f'non-finite training metrics at step {step + 1}: '
-          f'{ {k: float(v) for k, v in jax.device_get(metrics).items()} }. Training stopped; '
-          f'the last good checkpoint (step {kept}) is kept in '
-          f'{os.path.join(workdir, CHECKPOINT_DIR)}. '
-          'Lower config.train.learning_rate or set config.train.grad_clip.')
-    state = new_state
-    if num_members > 1:
-      for i in np.flatnonzero(alive & ~finite):
-        logging.warning('Ensemble member %d (seed %d) has non-finite metrics at step %d: it is '
-                        'stopped at its last good state (step %d); the others go on.', i,
-                        seeds[i], step + 1, step)
-      alive &= finite
-      if not alive.any():
-        manager.close()
-        raise FloatingPointError(f'every ensemble member diverged by step {step + 1}; lower '
-                                 'config.train.learning_rate or set config.train.grad_clip.')
-    done = step + 1
-    if done % c.log_every == 0 or done == c.num_steps:
-      now = time.time()
-      rate = (done - last_step) / max(now - last_time, 1e-9)
-      last_time, last_step = now, done
-      records = _metric_records(done, metrics, rate, num_members)
-      with open(metrics_path, 'a') as f:
-        f.writelines(json.dumps(r) + '\n' for r in records)
-      shown = records[0] if num_members == 1 else {
-          k: float(np.mean([r[k] for r, a in zip(records, alive) if a]))
-          for k in records[0] if k not in ('step', 'member', 'steps_per_s')}
-      parts = '  '.join(f'{k} {v:.5g}' for k, v in sorted(shown.items())
-                        if k not in ('step', 'steps_per_s'))
-      logging.info('step %d/%d  %s%s  %.2f steps/s', done, c.num_steps, parts,
-                   f'  (mean of {int(alive.sum())} live members)' if num_members > 1 else '',
-                   rate)
-    if done % c.checkpoint_every == 0 or done == c.num_steps:
-      manager.save(done, args=ocp.args.StandardSave(state))
-  manager.wait_until_finished()
-  manager.close()
+  checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
+  writers = _writers(workdir, num_members, start) if jax.process_index() == 0 else []
+  reporter = progress.ProgressReporter(c.num_steps, 'training', start=start)
+  # The last saved state on the host, to roll a diverging ensemble member back to.
+  snapshot = jax.device_get(state) if num_members > 1 else None
+  alive = np.asarray(state.step).reshape(-1) == start
+  watch = new_loss_watch(num_members)
+  last_time, last_step, save_due = time.time(), start, False
+  try:
+    for step in range(start, c.num_steps):
+      data_key, noise_key = step_keys(seeds, step)
+      new_state, metrics, finite = step_fn(state, data_key, noise_key)
+      finite, losses = jax.device_get((finite, metrics['loss']))
+      finite, losses = np.asarray(finite).reshape(-1), np.asarray(losses).reshape(-1)
+      done = step + 1
+      watch, far, diverged = watch_loss(watch, losses, alive & finite, c)
+      if num_members == 1 and not (finite[0] and not diverged[0]):
+        manager.wait_until_finished()
+        kept = manager.latest_step()
+        if not finite[0]:
+          raise FloatingPointError(
+              f'non-finite training metrics at step {done}: {_message_step(metrics, None)}. '
+              f'Training stopped; the last good checkpoint (step {kept}) is kept in '
+              f'{checkpoints}. Lower config.train.learning_rate or set config.train.grad_clip.')
+        raise TrainingDiverged(
+            f'training diverged at step {done}: the loss ({losses[0]:.4g}) has been above '
+            f'{c.get("divergence_factor", 100.0):g} x its running level ({watch.level[0]:.4g}) '
+            f'for {int(watch.streak[0])} steps (config.train.divergence_factor, '
+            f'divergence_patience). Training stopped; the last checkpoint from before the '
+            f'divergence (step {kept}) is kept in {checkpoints}. Lower '
+            'config.train.learning_rate or set config.train.grad_clip, in a new --workdir or '
+            'with train(..., restart=True).')
+      state = new_state
+      if num_members > 1:
+        for i in np.flatnonzero(alive & ~finite):
+          logging.warning('Ensemble member %d (seed %d) has non-finite metrics at step %d: it '
+                          'is stopped at its last good state (step %d); the others go on.', i,
+                          seeds[i], done, step)
+        rolled = np.flatnonzero(alive & finite & diverged)
+        if rolled.size:
+          state = _roll_back(state, snapshot, rolled)
+        for i in rolled:
+          logging.warning(
+              'Ensemble member %d (seed %d) diverged at step %d (loss %.4g, %d steps above '
+              '%g x its running level %.4g): it is rolled back to its last saved state (step '
+              '%d) and stopped there; the others go on.', i, seeds[i], done, losses[i],
+              watch.streak[i], c.get('divergence_factor', 100.0), watch.level[i],
+              int(np.asarray(snapshot.step)[i]))
+        alive &= finite & ~diverged
+        if not alive.any():
+          raise TrainingDiverged(
+              f'every ensemble member diverged by step {done}; the last good checkpoint '
+              f'(step {manager.latest_step()}) is kept in {checkpoints}. Lower '
+              'config.train.learning_rate or set config.train.grad_clip.')
+      live_loss = float(np.mean(losses[alive]))
+      reporter.update(done, loss=live_loss, **({'live_members': int(alive.sum())}
+                                               if num_members > 1 else {}))
+      if done % c.log_every == 0 or done == c.num_steps:
+        now = time.time()
+        rate = (done - last_step) / max(now - last_time, 1e-9)
+        last_time, last_step = now, done
+        values = jax.device_get(metrics)
+        if num_members == 1 and writers:
+          writers[0].write_scalars(done, {**values, 'steps_per_s': rate})
+        for i, writer in enumerate(writers if num_members > 1 else []):
+          scalars = {k: np.asarray(v)[i] for k, v in values.items()}
+          writer.write_scalars(done, {**scalars, 'steps_per_s': rate})
+          _append_member_record(workdir, done, i, scalars, rate)
+      save_due = save_due or done % c.checkpoint_every == 0
+      # No checkpoint while a live loss is far above its level: it may be diverging.
+      if done == c.num_steps or (save_due and not (far & alive).any()):
+        level = float(np.nanmean(np.where(alive, watch.level, np.nan)))
+        manager.save(done, args=ocp.args.StandardSave(state),
+                     metrics={'loss_level': level} if np.isfinite(level) else None)
+        save_due = False
+        if num_members > 1:
+          snapshot = jax.device_get(state)
+    manager.wait_until_finished()
+  finally:
+    manager.close()
+    reporter.close()
+    for writer in writers:
+      writer.close()
   return state
+
+
+def _append_member_record(workdir: str, step: int, member: int, scalars: dict,
+                          rate: float) -> None:
+  """One ensemble member's record in the run's metrics.jsonl (format: step, member, metrics)."""
+  record = {'step': int(step), 'member': int(member),
+            **{k: float(v) for k, v in scalars.items()}, 'steps_per_s': float(rate)}
+  with open(os.path.join(workdir, METRICS_FILE), 'a') as f:
+    f.write(json.dumps(record) + '\n')

@@ -82,6 +82,11 @@ def get_config() -> ml_collections.ConfigDict:
       ensemble_size=1,               # E > 1: train seeds config.seed + 0..E-1 in one program.
       init_from='',                  # A workdir whose final parameters start this run (the
                                      # curriculum's previous stage); the optimiser starts fresh.
+      decay_steps=0,                 # The cosine schedule's length (0: num_steps). To extend a
+                                     # run keeping its schedule, set it to the old num_steps.
+      divergence_factor=100.0,       # Diverged: loss > level + factor |level| (level: the
+      divergence_patience=20,        # running loss) this many steps in a row; 0 disables.
+      divergence_window=100,         # Steps the running loss level averages over.
   ))
 
   config.eval = ml_collections.ConfigDict(dict(

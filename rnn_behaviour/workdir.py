@@ -1,0 +1,237 @@
+"""The run directory as a resource: checked before the work, locked while training.
+
+Three things a run needs from its workdir, each failing early with a message that names the
+path:
+
+- `check(path, needs_checkpoint=...)`: the directory exists or can be created, is a directory,
+  can be written to, and (for evaluation and analysis) holds a checkpoint. This runs before
+  anything compiles, so a read-only or mistyped workdir is reported in milliseconds rather than
+  after minutes of work.
+- `lock(path)`: one trainer per workdir. The lock is a file, `train.lock`, created atomically
+  (O_CREAT | O_EXCL) and holding the owner's pid and host. A lock left by a process that no
+  longer runs on this host is reclaimed with a warning; a live owner, or an owner on another
+  host (whose liveness cannot be checked from here), makes the second trainer fail.
+- `read_jsonl(path)`: JSON lines that survive a torn last line (a process killed mid-write):
+  unparsable lines are dropped with a warning naming the file and line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import tempfile
+import time
+from typing import Iterator
+
+from absl import logging
+
+LOCK_FILE = 'train.lock'
+CHECKPOINT_DIR = 'checkpoints'
+
+
+class WorkdirError(OSError):
+  """A workdir cannot be used for the requested job."""
+
+
+class WorkdirLocked(WorkdirError):
+  """Another live process is training in this workdir."""
+
+
+def has_checkpoint(path: str) -> bool:
+  """Whether `path/checkpoints` holds at least one step directory."""
+  checkpoints = os.path.join(path, CHECKPOINT_DIR)
+  return os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints))
+
+
+def _nearest_existing(path: str) -> str:
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return path
+
+
+def _writable(directory: str) -> bool:
+  """Whether a file can be created in `directory` (tried, since os.access lies to root)."""
+  try:
+    with tempfile.TemporaryFile(dir=directory):
+      return True
+  except OSError:
+    return False
+
+
+def check(path: str, *, needs_checkpoint: bool = False) -> None:
+  """Fails with a WorkdirError unless `path` can serve as a run's workdir.
+
+  Args:
+    path: the workdir.
+    needs_checkpoint: the job reads a trained network (evaluate, analyse), so a checkpoint must
+      already be there; nothing is created in that case.
+  """
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise WorkdirError(f'--workdir={path} is a file, not a directory; pass a directory')
+  if not os.path.exists(path):
+    if needs_checkpoint:
+      raise WorkdirError(f'--workdir={path} does not exist; train first (--mode=train) or pass '
+                         'the workdir of a trained run')
+    ancestor = _nearest_existing(path)
+    if not os.path.isdir(ancestor):
+      raise WorkdirError(f'--workdir={path} cannot be created: {ancestor} is a file')
+    if not _writable(ancestor):
+      raise WorkdirError(f'--workdir={path} cannot be created: {ancestor} is not writable')
+    return
+  if not _writable(path):
+    raise WorkdirError(f'--workdir={path} is not writable; the run writes its outputs there')
+  if needs_checkpoint and not has_checkpoint(path):
+    raise WorkdirError(f'--workdir={path} holds no checkpoint '
+                       f'({os.path.join(path, CHECKPOINT_DIR)} is missing or empty); train first '
+                       '(--mode=train)')
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True          # It exists and belongs to someone else.
+  return True
+
+
+def _read_owner(lock_path: str) -> dict | None:
+  try:
+    with open(lock_path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError):
+    return {}            # Being written, or torn: treated as held by an unknown owner.
+
+
+def _describe(owner: dict) -> str:
+  since = owner.get('time')
+  when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since)) if since else '?'
+  return f'pid {owner.get("pid", "?")} on host {owner.get("host", "?")} since {when}'
+
+
+def _try_create(lock_path: str, owner: dict) -> bool:
+  try:
+    fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+  except FileExistsError:
+    return False
+  with os.fdopen(fd, 'w') as f:
+    json.dump(owner, f)
+  return True
+
+
+def _reclaim(lock_path: str, stale: dict) -> None:
+  """Moves a stale lock aside; puts it back if, in a race, it was not the stale one."""
+  aside = f'{lock_path}.stale.{os.getpid()}'
+  try:
+    os.rename(lock_path, aside)
+  except FileNotFoundError:
+    return               # Someone else reclaimed it first.
+  if _read_owner(aside) == stale:
+    os.remove(aside)
+    return
+  try:                   # We moved a fresh lock: give it back without clobbering.
+    os.link(aside, lock_path)
+  except FileExistsError:
+    pass
+  os.remove(aside)
+
+
+def acquire(path: str) -> str:
+  """Takes the training lock of workdir `path`; returns the lock file's path.
+
+  Raises:
+    WorkdirLocked: another live process (or a process on another host) holds it.
+  """
+  os.makedirs(path, exist_ok=True)
+  lock_path = os.path.join(path, LOCK_FILE)
+  me = {'pid': os.getpid(), 'host': socket.gethostname(), 'time': time.time()}
+  for _ in range(3):
+    if _try_create(lock_path, me):
+      return lock_path
+    owner = _read_owner(lock_path)
+    if owner is None:
+      continue           # Released meanwhile.
+    same_host = owner.get('host') == me['host']
+    pid = owner.get('pid')
+    if same_host and isinstance(pid, int) and not _pid_alive(pid):
+      logging.warning('Reclaiming the stale training lock %s of %s, which no longer runs.',
+                      lock_path, _describe(owner))
+      _reclaim(lock_path, owner)
+      continue
+    where = ('' if same_host else
+             ' (on another host, so this one cannot tell whether it still runs)')
+    raise WorkdirLocked(
+        f'{path} is being trained by {_describe(owner)}{where}: two trainers on one workdir would '
+        f'interleave their metrics and checkpoints. Wait for it to finish, use another '
+        f'--workdir, or, if that process is gone, delete {lock_path}.')
+  raise WorkdirLocked(f'could not take the training lock {lock_path}; another process keeps '
+                      'taking it')
+
+
+def release(lock_path: str) -> None:
+  """Removes the lock if this process still owns it."""
+  owner = _read_owner(lock_path)
+  if owner and owner.get('pid') == os.getpid() and owner.get('host') == socket.gethostname():
+    os.remove(lock_path)
+
+
+@contextlib.contextmanager
+def lock(path: str) -> Iterator[str]:
+  """Holds the training lock of workdir `path` for the duration of the block."""
+  lock_path = acquire(path)
+  try:
+    yield lock_path
+  finally:
+    release(lock_path)
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """The records of a JSON-lines file ([] if missing); unparsable lines are dropped, warned."""
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    lines = f.readlines()
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except ValueError:
+      record = None
+    if not isinstance(record, dict):
+      where = 'the last line' if number == len(lines) else f'line {number}'
+      logging.warning('%s: %s is not a JSON record (torn by an interrupted write?) and is '
+                      'dropped: %.80r', path, where, line)
+      continue
+    records.append(record)
+  return records
+
+
+def write_jsonl_atomic(path: str, records: list[dict]) -> None:
+  """Replaces `path` by `records`, one JSON line each, so that a kill leaves old or new."""
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, temporary = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path))
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in records)
+    os.replace(temporary, path)
+  except BaseException:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+    raise
+
+
+def append_jsonl(path: str, record: dict) -> None:
+  """Appends one JSON line to `path` (created if missing)."""
+  with open(path, 'a') as f:
+    f.write(json.dumps(record, sort_keys=True) + '\n')
