@@ -1,0 +1,317 @@
+"""The paper's mechanism experiment: train its curricula, analyse with its protocol, tabulate.
+
+`run(experiment, workdir)` trains the chains of `experiment.chains` (each a curriculum, seeds as
+one ensemble), runs the paper protocol (`analysis/run_paper.py`) on the network of every
+(cueing, target) in `experiment.targets` and every member, optionally a preparatory-noise
+sweep of the probe chain, and writes into `workdir`:
+
+  paper_mechanisms.csv   cueing, target, seed, swap_rate, sigmoid_mse, flat_mse,
+                         alignment_precue, alignment_postcue, precue_distance_slope,
+                         response_swap_auc (one row per network)
+  paper_mechanisms.md    mean +- s.e.m. over seeds per (cueing, target), the target's own swap
+                         rate, and for each row whether the paper's pattern holds
+  paper_alignment.png    the alignment time course per target (mean over seeds), per cueing
+  paper_precue_vs_distance.png   pre-cue alignment against cue distance per target
+  noise_sweep.csv / .md / .png   the same numbers for the smooth-swap chain at each noise level
+
+Finished stages and analysed networks are read back, not redone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import warnings
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rnn_behaviour import curriculum
+from rnn_behaviour import task as task_lib
+from rnn_behaviour.analysis import decoding
+from rnn_behaviour.analysis import run_paper
+from rnn_behaviour.behaviour import source
+
+COLUMNS = ('cueing', 'target', 'seed', 'swap_rate', 'sigmoid_mse', 'flat_mse', 'alignment_precue',
+           'alignment_postcue', 'precue_distance_slope', 'response_swap_auc')
+SWAP_TARGETS = ('smooth', 'flat', 'swap_0.10', 'swap_0.05')   # Diffusion on swapping behaviour.
+
+
+def target_swap_rate(config, num_displays: int = 512, num_samples: int = 64) -> float:
+  """Share of the target behaviour's own responses nearest a non-target (the swap rate a
+  network trained on it should show), on the task's displays."""
+  key_displays, key_samples = jax.random.split(jax.random.key(12345))
+  displays = task_lib.displays_from_config(key_displays, num_displays, config.task)
+  responses = source.target_model_from_config(config).sample_responses(key_samples, displays,
+                                                                       num_samples)
+  return float(jnp.mean(decoding.swap_labels(responses, displays)))
+
+
+def chain_curriculum(experiment, chain: str, noise: float | None = None):
+  """A chain's curriculum with the experiment's common overrides (and a noise level)."""
+  config = ml_collections.ConfigDict(experiment.chains[chain].to_dict())
+  overrides = config.overrides.to_dict()
+  for section, values in experiment.get('overrides', ml_collections.ConfigDict()).items():
+    overrides.setdefault(section, {}).update(values.to_dict() if hasattr(values, 'to_dict')
+                                             else values)
+  if noise is not None:
+    overrides.setdefault('model', {})['trial_noise'] = float(noise)
+    overrides.setdefault('train', {})['ensemble_size'] = int(experiment.noise_sweep_ensemble)
+    steps = experiment.get('noise_sweep_steps', {})
+    stages = []
+    for stage in config.stages:
+      stage = dict(stage)
+      if stage['name'] in steps:
+        stage['overrides'] = dict(stage['overrides'])
+        stage['overrides']['train'] = dict(stage['overrides'].get('train', {}),
+                                           num_steps=int(steps[stage['name']]))
+      stages.append(stage)
+    config.stages = tuple(stages)
+  config.overrides = overrides
+  return config
+
+
+def analyse_stage(cur, stage: str, chain_dir: str) -> list[dict]:
+  """The paper protocol on every member of a trained stage, with the target's swap rate."""
+  config = curriculum.stage_config(cur, stage, chain_dir)
+  results = run_paper.analyse(config, curriculum.stage_workdir(chain_dir, stage))
+  truth = target_swap_rate(config) if config.objective.name != 'task_optimal' else 0.0
+  for r in results:
+    r['target_swap_rate'] = truth
+  return results
+
+
+def _row(cueing, target, numbers) -> dict:
+  row = dict(cueing=cueing, target=target, seed=numbers['seed'])
+  row.update({k: numbers.get(k) for k in COLUMNS[3:]})
+  return row
+
+
+def pattern(target: str, cueing: str, rows: list[dict], details: list[dict]) -> dict:
+  """Whether the paper's findings hold for one (cueing, target), as yes/no per finding.
+
+  rise: the planes go from unaligned before the cue (mean |cos| < 0.5) to aligned after it (up
+    by more than 0.3), and the sigmoid fits at least twice as well as the flat line. Expected
+    for diffusion networks trained on swaps; not for task-optimal and no-swap networks.
+  prediction (probe-cued only): the pre-cue alignment falls with cue distance (the slope's
+    bootstrap interval below zero in the majority of seeds).
+  late_swap: swap and correct trials separate in the response (AUC over its second half above
+    the chance band) but not before the cue (the best pre-cue AUC inside the band).
+  """
+  mean = lambda k: float(np.nanmean([np.nan if r[k] is None else r[k] for r in rows]))
+  rise = (mean('alignment_precue') < 0.5
+          and mean('alignment_postcue') - mean('alignment_precue') > 0.3
+          and mean('sigmoid_mse') < 0.5 * mean('flat_mse'))
+  expected_rise = target in SWAP_TARGETS
+  result = dict(rise=rise, expected_rise=expected_rise)
+  if cueing == 'probe':
+    below = [d['prediction']['slope_interval'][1] is not None
+             and d['prediction']['slope_interval'][1] < 0 for d in details]
+    result['prediction'] = sum(below) > len(below) / 2
+  separable = [d.get('response_above_chance', False) for d in details]
+  early = [d.get('precue_above_chance', False) for d in details]
+  result['late_swap'] = (sum(separable) > len(separable) / 2) and not (sum(early) > len(early) / 2)
+  return result
+
+
+def _mean_sem(values) -> str:
+  v = np.array([np.nan if x is None else x for x in values], float)
+  v = v[np.isfinite(v)]
+  if not v.size:
+    return 'n/a'
+  sem = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else float('nan')
+  return f'{v.mean():.3f} ± {sem:.3f}'
+
+
+def markdown(groups: dict, title: str) -> str:
+  """One line per (cueing, target): mean +- s.e.m. over seeds, and the paper's pattern."""
+  yes = lambda b: 'yes' if b else 'no'
+  lines = [f'## {title}', '',
+           '| cueing | target | seeds | target swap rate | ' + ' | '.join(COLUMNS[3:])
+           + ' | rise at cue (expected) | pre-cue prediction | swap decided late |',
+           '|' + ' --- |' * (len(COLUMNS) + 4)]
+  for (cueing, target), (rows, details) in groups.items():
+    p = pattern(target, cueing, rows, details)
+    truth = np.mean([d.get('target_swap_rate', np.nan) for d in details])
+    lines.append(
+        f'| {cueing} | {target} | {len(rows)} | {truth:.3f} | '
+        + ' | '.join(_mean_sem([r[c] for r in rows]) for c in COLUMNS[3:])
+        + f" | {yes(p['rise'])} ({yes(p['expected_rise'])}) | "
+        + (yes(p['prediction']) if 'prediction' in p else 'n/a')
+        + f" | {yes(p['late_swap'])} |")
+  return '\n'.join(lines) + '\n'
+
+
+def _curves(details: list[dict], folder_of) -> tuple[np.ndarray, np.ndarray]:
+  """Mean alignment time course of each seed, (seeds, T), read from its alignment.csv."""
+  curves = []
+  for d in details:
+    with open(os.path.join(folder_of(d), 'alignment.csv')) as f:
+      curves.append([float(r['mean']) if r['mean'] not in ('', 'nan') else np.nan
+                     for r in csv.DictReader(f)])
+  return np.array(curves, float)
+
+
+def plot_experiment(groups: dict, folders: dict, path_alignment: str, path_prediction: str):
+  """Alignment over time per target (one panel per cueing) and pre-cue alignment against cue
+  distance per target (probe cueing), means over seeds with their s.e.m."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  cueings = sorted({c for c, _ in groups}, key=lambda c: c != 'probe')
+  fig, axes = plt.subplots(1, len(cueings), figsize=(6.5 * len(cueings), 4), squeeze=False)
+  for ax, cueing in zip(axes[0], cueings):
+    spans = None
+    for i, ((c, target), (_, details)) in enumerate(groups.items()):
+      if c != cueing:
+        continue
+      curves = _curves(details, lambda d, key=(c, target): folders[key][d['seed']])
+      with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        mean = np.nanmean(curves, 0)
+        sem = np.nanstd(curves, 0) / np.sqrt(max(curves.shape[0], 1))
+      steps = np.arange(mean.size)
+      ax.fill_between(steps, mean - sem, mean + sem, color=f'C{i}', alpha=0.2, lw=0)
+      ax.plot(steps, mean, color=f'C{i}', label=f'{target} ({curves.shape[0]} seeds)')
+      spans = details[0]['spans']
+    for name, (start, stop) in (spans or {}).items():
+      if name == 'cue':
+        ax.axvspan(start - 0.5, stop - 0.5, color='0.88', lw=0, zorder=0)
+      ax.axvline(start - 0.5, color='0.6', lw=0.6, ls=':')
+      if stop - start >= 3:
+        ax.text(0.5 * (start + stop) - 0.5, 1.01, name, transform=ax.get_xaxis_transform(),
+                ha='center', va='bottom', fontsize=8, color='0.3')
+    ax.set(xlabel='time step from the start of the delay',
+           ylabel='|cos| between the cued-item planes', ylim=(0, 1.02))
+    ax.set_title(f'{cueing}-cued networks: plane alignment (mean ± s.e.m. over seeds)',
+                 fontsize=9, pad=14)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path_alignment, dpi=120)
+  plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  for i, ((cueing, target), (_, details)) in enumerate(groups.items()):
+    if cueing != 'probe':
+      continue
+    distances = np.degrees(details[0]['prediction']['distances'])
+    means = np.array([d['prediction']['means'] for d in details], float)
+    sem = means.std(0) / np.sqrt(means.shape[0])
+    ax.errorbar(distances, means.mean(0), yerr=sem, color=f'C{i}', marker='o', capsize=2,
+                label=target)
+  ax.set(xlabel='cue distance between the items (degrees)',
+         ylabel='|cos| at the last pre-cue step', ylim=(0, 1.02))
+  ax.set_title('The prediction: nearer cues, more aligned before the cue?', fontsize=9)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path_prediction, dpi=120)
+  plt.close(fig)
+
+
+def _details(numbers: dict, folder: str) -> dict:
+  """What the pattern checks and figures need beyond the CSV columns."""
+  with open(os.path.join(folder, 'swap_decision.csv')) as f:
+    rows = list(csv.DictReader(f))
+  num = lambda v: float(v) if v not in ('', 'nan', 'None') else np.nan
+  auc = np.array([num(r['auc']) for r in rows])
+  upper = np.array([num(r['chance_upper']) for r in rows])
+  epochs = [r['epoch'] for r in rows]
+  response = np.array([e == 'response' for e in epochs])
+  late = response & (np.cumsum(response) > response.sum() // 2)
+  precue = np.array([e == 'delay' for e in epochs])
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', RuntimeWarning)
+    return dict(seed=numbers['seed'], prediction=numbers['prediction'],
+                target_swap_rate=numbers.get('target_swap_rate', np.nan),
+                response_above_chance=bool(np.nanmean(auc[late]) > np.nanmean(upper[late])),
+                precue_above_chance=bool(np.nanmax(auc[precue] - upper[precue]) > 0),
+                swap_decided_from=numbers.get('swap_decided_from'))
+
+
+def _analyse_targets(experiment, workdir: str, chains: dict, noise=None) -> tuple[dict, dict]:
+  groups, folders = {}, {}
+  for cueing, target, stage in experiment.targets:
+    if cueing not in chains:
+      continue
+    cur, chain_dir = chains[cueing]
+    results = analyse_stage(cur, stage, chain_dir)
+    config = curriculum.stage_config(cur, stage, chain_dir)
+    stage_dir = curriculum.stage_workdir(chain_dir, stage)
+    size = config.train.ensemble_size
+    member_dirs = {r['seed']: run_paper.member_folder(stage_dir, None if size == 1 else i)
+                   for i, r in enumerate(results)}
+    rows = [_row(cueing, target, r) for r in results]
+    details = [dict(_details(r, member_dirs[r['seed']]),
+                    spans=_spans(config)) for r in results]
+    groups[(cueing, target)] = (rows, details)
+    folders[(cueing, target)] = member_dirs
+  return groups, folders
+
+
+def _spans(config) -> dict:
+  epochs = task_lib.epochs_from_config(config)
+  return run_paper._epoch_spans(epochs)  # pylint: disable=protected-access
+
+
+def _write(groups: dict, folders: dict, workdir: str, stem: str, title: str,
+           extra_columns: dict | None = None) -> str:
+  rows = [r for rows, _ in groups.values() for r in rows]
+  columns = COLUMNS + tuple(extra_columns or {})
+  with open(os.path.join(workdir, f'{stem}.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=columns)
+    writer.writeheader()
+    for r in rows:
+      writer.writerow(dict(r, **{k: fn(r) for k, fn in (extra_columns or {}).items()}))
+  table = markdown(groups, title)
+  with open(os.path.join(workdir, f'{stem}.md'), 'w') as f:
+    f.write(table)
+  return table
+
+
+def run(experiment, workdir: str, chains=None, noise_sweep: bool = False,
+        train_only: bool = False) -> dict:
+  """Trains and analyses (see the module docstring); returns {'main': table, 'noise': table}."""
+  os.makedirs(workdir, exist_ok=True)
+  names = list(experiment.chains) if chains is None else list(chains)
+  trained = {}
+  for chain in names:
+    cur = chain_curriculum(experiment, chain)
+    chain_dir = os.path.join(workdir, chain)
+    curriculum.run(cur, chain_dir)
+    trained[chain] = (cur, chain_dir)
+  sweep = {}
+  if noise_sweep:
+    for noise in experiment.noise_sweep:
+      cur = chain_curriculum(experiment, 'probe', noise)
+      chain_dir = os.path.join(workdir, f'noise_{noise:g}')
+      curriculum.run(cur, chain_dir, stages=[experiment.noise_sweep_stage])
+      sweep[noise] = (cur, chain_dir)
+  if train_only:
+    return {}
+  tables = {}
+  groups, folders = _analyse_targets(experiment, workdir, trained)
+  if groups:
+    tables['main'] = _write(groups, folders, workdir, 'paper_mechanisms',
+                            'The paper\'s mechanism, measured its way')
+    plot_experiment(groups, folders, os.path.join(workdir, 'paper_alignment.png'),
+                    os.path.join(workdir, 'paper_precue_vs_distance.png'))
+  if sweep:
+    sweep_groups, sweep_folders = {}, {}
+    for noise, chain in sweep.items():
+      one = ml_collections.ConfigDict(dict(targets=[('probe', f'noise {noise:g}',
+                                                     experiment.noise_sweep_stage)]))
+      g, f = _analyse_targets(one, workdir, {'probe': chain})
+      sweep_groups.update(g)
+      sweep_folders.update(f)
+    tables['noise'] = _write(sweep_groups, sweep_folders, workdir, 'noise_sweep',
+                             'Smooth-swap chain by preparatory noise (trial_noise; -1: '
+                             'sqrt(btilde_T))')
+    plot_experiment(sweep_groups, sweep_folders, os.path.join(workdir, 'noise_sweep.png'),
+                    os.path.join(workdir, 'noise_sweep_precue_vs_distance.png'))
+  for table in tables.values():
+    logging.info('\n%s', table)
+  return tables
