@@ -747,18 +747,17 @@ def _train_locked(config, workdir: str, event: str | None) -> TrainState:
       watch, far, diverged = watch_loss(watch, losses, alive & finite, c)
       if num_members == 1 and not (finite[0] and not diverged[0]):
         manager.wait_until_finished()
-        kept = manager.latest_step()
+        kept = _kept_checkpoint(manager, checkpoints)
         if not finite[0]:
           raise FloatingPointError(
               f'non-finite training metrics at step {done}: {_message_step(metrics, None)}. '
-              f'Training stopped; the last good checkpoint (step {kept}) is kept in '
-              f'{checkpoints}. Lower config.train.learning_rate or set config.train.grad_clip.')
+              f'Training stopped; {kept}. Lower config.train.learning_rate or set '
+              'config.train.grad_clip.')
         raise TrainingDiverged(
             f'training diverged at step {done}: the loss ({losses[0]:.4g}) has been above '
             f'{c.get("divergence_factor", 100.0):g} x its running level ({watch.level[0]:.4g}) '
             f'for {int(watch.streak[0])} steps (config.train.divergence_factor, '
-            f'divergence_patience). Training stopped; the last checkpoint from before the '
-            f'divergence (step {kept}) is kept in {checkpoints}. Lower '
+            f'divergence_patience). Training stopped; {kept}. Lower '
             'config.train.learning_rate or set config.train.grad_clip, in a new --workdir or '
             'with train(..., restart=True).')
       state = new_state
@@ -779,10 +778,11 @@ def _train_locked(config, workdir: str, event: str | None) -> TrainState:
               int(np.asarray(snapshot.step)[i]))
         alive &= finite & ~diverged
         if not alive.any():
+          manager.wait_until_finished()
           raise TrainingDiverged(
-              f'every ensemble member diverged by step {done}; the last good checkpoint '
-              f'(step {manager.latest_step()}) is kept in {checkpoints}. Lower '
-              'config.train.learning_rate or set config.train.grad_clip.')
+              f'every ensemble member diverged by step {done}; '
+              f'{_kept_checkpoint(manager, checkpoints)}. Lower config.train.learning_rate or '
+              'set config.train.grad_clip.')
       live_loss = float(np.mean(losses[alive]))
       reporter.update(done, loss=live_loss, **({'live_members': int(alive.sum())}
                                                if num_members > 1 else {}))
@@ -813,6 +813,14 @@ def _train_locked(config, workdir: str, event: str | None) -> TrainState:
     for writer in writers:
       writer.close()
   return state
+
+
+def _kept_checkpoint(manager: ocp.CheckpointManager, directory: str) -> str:
+  """Where the last good state is, in words, for the message of a stopped run."""
+  step = manager.latest_step()
+  if step is None:
+    return 'it diverged before its first checkpoint, so none was written'
+  return f'the last good checkpoint (step {step}) is kept in {directory}'
 
 
 def _append_member_record(workdir: str, step: int, member: int, scalars: dict,
