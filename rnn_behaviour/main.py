@@ -18,6 +18,8 @@ from rnn_behaviour import modes
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, evaluations, plots.')
 flags.DEFINE_enum('mode', 'all', modes.MODES, 'What to run.')
+flags.DEFINE_bool('restart', False, 'Start the workdir afresh; its old outputs move to '
+                  'superseded/<time>/.')
 config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -27,7 +29,7 @@ def main(argv):
     raise app.UsageError('Too many command-line arguments.')
   logs.quiet_libraries()
   logging.info('JAX devices: %s', jax.devices())
-  modes.run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
+  modes.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, restart=FLAGS.restart)
 
 
 if __name__ == '__main__':
