@@ -1,6 +1,8 @@
 """Times the training step after compilation; prints one JSON object per line.
 
-  python experiments/benchmark_train_step.py [--repeats=3] [--only=paper:8x128,default]
+  python experiments/benchmark_train_step.py [--repeats=3] [--only=paper:8x128,default,default@3]
+
+A case is `config[:KxS][@E]`: K displays x S samples a step, E seed-ensemble members.
 
 Each case runs in its own subprocess so that `peak_mem_mib` (the process's peak resident set
 size, on CPU; the allocator's peak on GPU/TPU) belongs to that case alone.
@@ -22,7 +24,7 @@ flags.DEFINE_string('only', '', 'Comma-separated cases, e.g. paper:32x512,defaul
 flags.DEFINE_string('case', '', 'Internal: run one case in this process.')
 flags.DEFINE_string('overrides', '', 'Extra config overrides, e.g. train.displays_per_chunk=4.')
 
-CASES = ('paper:8x128', 'paper:32x64', 'paper:32x512', 'default')
+CASES = ('paper:8x128', 'paper:32x64', 'paper:32x512', 'default', 'default@3')
 
 
 def chunk_for(displays: int, samples: int, target: int = 512) -> int:
@@ -53,13 +55,19 @@ def _peak_mem_mib() -> float:
 
 
 def run_case(case: str, repeats: int, overrides: str) -> dict:
+  """Times one case, `config[:KxS][@E]`: a config, displays x samples, and E ensemble members.
+
+  Uses the same seam as training (`train.build`, `train.train_step_fn`): the timed step samples
+  its batch and updates every member, as the training loop does.
+  """
   import jax  # pylint: disable=g-import-not-at-top
-  from rnn_behaviour import objectives, rnn, train  # pylint: disable=g-import-not-at-top
-  from rnn_behaviour.behaviour import source  # pylint: disable=g-import-not-at-top
+  from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
   from rnn_behaviour.configs import default, paper  # pylint: disable=g-import-not-at-top
 
+  case, _, members = case.partition('@')
   name, _, size = case.partition(':')
   config = {'paper': paper, 'default': default}[name].get_config()
+  config.train.ensemble_size = int(members or 1)
   if size:
     displays, samples = (int(v) for v in size.split('x'))
     config.train.displays_per_batch = displays
@@ -67,31 +75,26 @@ def run_case(case: str, repeats: int, overrides: str) -> dict:
     if config.train.displays_per_chunk:
       config.train.displays_per_chunk = chunk_for(displays, samples)
   _apply_overrides(config, overrides)
-  network = rnn.make_network(config)
-  tx = train.make_optimizer(config.train)
-  loss_fn = objectives.make_loss_fn(config, network)
-  state = train.create_train_state(config, network, tx, jax.random.key(0))
-  behaviour_model = source.training_model_from_config(config)
-  sample_batch = jax.jit(lambda k: objectives.sample_batch(k, config, behaviour_model))
-  step = jax.jit(train.make_train_step(loss_fn, tx, train._num_chunks(config.train)),  # pylint: disable=protected-access
-                 donate_argnums=(0,))
-  batch = sample_batch(jax.random.key(1))
+  built = train.build(config)
+  seeds = train.member_seeds(config)
+  state = train.init_states(built, seeds)
+  step = train.train_step_fn(built, len(seeds))
   start = time.perf_counter()
-  state, metrics = step(state, batch, jax.random.key(2))
+  state, metrics, _ = step(state, *train.step_keys(seeds, 0))
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - start
   times = []
   for i in range(repeats):
-    batch = jax.block_until_ready(sample_batch(jax.random.key(10 + i)))
     start = time.perf_counter()
-    state, metrics = step(state, batch, jax.random.key(20 + i))
+    state, metrics, _ = step(state, *train.step_keys(seeds, i + 1))
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
   seconds = min(times)
   d, s = config.train.displays_per_batch, config.train.samples_per_display
-  return {'config': name, 'displays': d, 'samples_per_display': s,
+  return {'config': name, 'displays': d, 'samples_per_display': s, 'members': len(seeds),
+          'devices': jax.device_count(),
           'seconds_per_step': round(seconds, 4),
-          'samples_per_s': round(d * s / seconds, 1),
+          'samples_per_s': round(len(seeds) * d * s / seconds, 1),
           'peak_mem_mib': round(_peak_mem_mib(), 1),
           'device': str(jax.devices()[0].device_kind),
           'cell': config.model.cell, 'num_units': config.model.num_units,

@@ -32,8 +32,8 @@ def tiny_parameters(name: str, workdir: str) -> dict:
                 CONFIG_OVERRIDES=dict(overrides, **tiny.TINY_ANALYSIS))
   if name == 'mechanisms':
     return dict(WORKDIR=workdir, NUM_STEPS=4, NUM_BINS=4, SAMPLES_PER_DISPLAY=4,
-                NUM_BOOTSTRAP=4, NUM_SHUFFLES=2, FIXED_POINT_STARTS=4,
-                CONFIG_OVERRIDES=overrides)
+                NUM_BOOTSTRAP=4, NUM_SHUFFLES=2, FIXED_POINT_STARTS=4, PAIR_ROTATIONS=1,
+                REPORT_VALUES=6, SWAP_DISPLAYS=16, CONFIG_OVERRIDES=overrides)
   if name == 'your_data':
     return dict(DATA_PATH=BAYS, WORKDIR=workdir, FIT_SVI_STEPS=20, CV_FOLDS=0, NUM_STEPS=4,
                 SAMPLES_PER_TRIAL=2, **EVAL_TINY,
