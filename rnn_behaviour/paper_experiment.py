@@ -41,6 +41,11 @@ COLUMNS = ('cueing', 'target', 'seed', 'swap_rate', 'sigmoid_mse', 'flat_mse', '
 SWAP_TARGETS = ('smooth', 'flat', 'swap_0.10', 'swap_0.05')   # Diffusion on swapping behaviour.
 
 
+def _base_target(target: str) -> str:
+  """'smooth, noise 0' -> 'smooth'."""
+  return target.split(',')[0]
+
+
 def target_swap_rate(config, num_displays: int = 512, num_samples: int = 64) -> float:
   """Share of the target behaviour's own responses nearest a non-target (the swap rate a
   network trained on it should show), on the task's displays."""
@@ -106,7 +111,7 @@ def pattern(target: str, cueing: str, rows: list[dict], details: list[dict]) -> 
   rise = (mean('alignment_precue') < 0.5
           and mean('alignment_postcue') - mean('alignment_precue') > 0.3
           and mean('sigmoid_mse') < 0.5 * mean('flat_mse'))
-  expected_rise = target in SWAP_TARGETS
+  expected_rise = _base_target(target) in SWAP_TARGETS
   result = dict(rise=rise, expected_rise=expected_rise)
   if cueing == 'probe':
     below = [d['prediction']['slope_interval'][1] is not None
@@ -272,6 +277,13 @@ def _write(groups: dict, folders: dict, workdir: str, stem: str, title: str,
   return table
 
 
+def _sweep_stages(experiment) -> tuple[str, ...]:
+  """The stages of the noise sweep's chains that are analysed (the first is the smooth-swap
+  stage; a control such as no_swaps may follow)."""
+  stages = experiment.noise_sweep_stage
+  return (stages,) if isinstance(stages, str) else tuple(stages)
+
+
 def run(experiment, workdir: str, chains=None, noise_sweep: bool = False,
         train_only: bool = False) -> dict:
   """Trains and analyses (see the module docstring); returns {'main': table, 'noise': table}."""
@@ -288,7 +300,7 @@ def run(experiment, workdir: str, chains=None, noise_sweep: bool = False,
     for noise in experiment.noise_sweep:
       cur = chain_curriculum(experiment, 'probe', noise)
       chain_dir = os.path.join(workdir, f'noise_{noise:g}')
-      curriculum.run(cur, chain_dir, stages=[experiment.noise_sweep_stage])
+      curriculum.run(cur, chain_dir, stages=list(_sweep_stages(experiment)))
       sweep[noise] = (cur, chain_dir)
   if train_only:
     return {}
@@ -302,8 +314,8 @@ def run(experiment, workdir: str, chains=None, noise_sweep: bool = False,
   if sweep:
     sweep_groups, sweep_folders = {}, {}
     for noise, chain in sweep.items():
-      one = ml_collections.ConfigDict(dict(targets=[('probe', f'noise {noise:g}',
-                                                     experiment.noise_sweep_stage)]))
+      one = ml_collections.ConfigDict(dict(targets=[
+          ('probe', f'{stage}, noise {noise:g}', stage) for stage in _sweep_stages(experiment)]))
       g, f = _analyse_targets(one, workdir, {'probe': chain})
       sweep_groups.update(g)
       sweep_folders.update(f)

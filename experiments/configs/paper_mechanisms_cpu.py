@@ -53,10 +53,10 @@ def get_config(scale: str = 'cpu'):
   config.overrides = ml_collections.ConfigDict(dict(analysis=dict(
       samples_per_display=16, pair_rotations=2, report_values=12, reported_bins=16,
       swap_displays=64, num_shuffles=5, num_bootstrap=1000)))
-  # Beyond the paper: the smooth-swap chain at these preparatory noise levels (-1: sqrt(btilde_T),
-  # the main chain's), one seed each.
+  # Beyond the paper: the probe chain at these preparatory noise levels (the main chains use
+  # sqrt(btilde_T)), one seed each, its smooth-swap and no-swap stages analysed.
   config.noise_sweep = (0.0, 0.05, 0.2)
-  config.noise_sweep_stage = 'smooth'
+  config.noise_sweep_stage = ('smooth', 'no_swaps')   # Analysed: the smooth swaps, a control.
   config.noise_sweep_ensemble = 1
   # Shorter stages for the sweep's chains (the main chain's lengths at the paper's scale).
   config.noise_sweep_steps = (ml_collections.ConfigDict(dict(
