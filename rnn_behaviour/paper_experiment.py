@@ -320,8 +320,8 @@ def run(experiment, workdir: str, chains=None, noise_sweep: bool = False,
       sweep_groups.update(g)
       sweep_folders.update(f)
     tables['noise'] = _write(sweep_groups, sweep_folders, workdir, 'noise_sweep',
-                             'Smooth-swap chain by preparatory noise (trial_noise; -1: '
-                             'sqrt(btilde_T))')
+                             'The probe chain by preparatory noise (model.trial_noise; '
+                             'the main table is at sqrt(btilde_T), about 0.55)')
     plot_experiment(sweep_groups, sweep_folders, os.path.join(workdir, 'noise_sweep.png'),
                     os.path.join(workdir, 'noise_sweep_precue_vs_distance.png'))
   for table in tables.values():
