@@ -80,9 +80,10 @@ class TrainState:
     return {'params': self.params, 'constants': self.constants}
 
 
+@functools.lru_cache(maxsize=64)
 def root_keys(seed: int):
-  """(init_key, data_key, noise_key) of a run."""
-  return tuple(jax.random.split(jax.random.key(seed), 3))
+  """(init_key, data_key, noise_key) of a run (cached: the loop asks for them every step)."""
+  return tuple(jax.random.split(jax.random.key(int(seed)), 3))
 
 
 def decay_horizon(train_config) -> int:
