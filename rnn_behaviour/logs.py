@@ -1,4 +1,5 @@
-"""Progress logging for the entry points: Orbax's per-save INFO chatter filtered out."""
+"""Progress logging for the entry points: Orbax's per-save INFO chatter (and its warning that a
+run being read is opened read-only) filtered out."""
 
 from absl import logging
 
@@ -7,8 +8,14 @@ class _QuietLibraries(logging.logging.Filter):
   """Drops INFO records that Orbax emits on every checkpoint save."""
 
   def filter(self, record):
+    if '/orbax/' not in record.pathname:
+      return True
+    # Reading a finished run's checkpoints opens them read-only on purpose (nothing is created);
+    # Orbax warns about that every time.
+    if 'is read only' in record.getMessage():
+      return False
     # Python's level numbers: absl.logging.WARNING is absl's own verbosity (-1).
-    return record.levelno >= logging.logging.WARNING or '/orbax/' not in record.pathname
+    return record.levelno >= logging.logging.WARNING
 
 
 def quiet_libraries() -> None:
