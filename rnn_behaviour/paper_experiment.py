@@ -33,6 +33,7 @@ import numpy as np
 from rnn_behaviour import curriculum
 from rnn_behaviour import task as task_lib
 from rnn_behaviour.analysis import decoding
+from rnn_behaviour.analysis import plots as analysis_plots
 from rnn_behaviour.analysis import run_paper
 from rnn_behaviour.behaviour import source
 
@@ -183,13 +184,7 @@ def plot_experiment(groups: dict, folders: dict, path_alignment: str, path_predi
       ax.fill_between(steps, mean - sem, mean + sem, color=f'C{i}', alpha=0.2, lw=0)
       ax.plot(steps, mean, color=f'C{i}', label=f'{target} ({curves.shape[0]} seeds)')
       spans = details[0]['spans']
-    for name, (start, stop) in (spans or {}).items():
-      if name == 'cue':
-        ax.axvspan(start - 0.5, stop - 0.5, color='0.88', lw=0, zorder=0)
-      ax.axvline(start - 0.5, color='0.6', lw=0.6, ls=':')
-      if stop - start >= 3:
-        ax.text(0.5 * (start + stop) - 0.5, 1.01, name, transform=ax.get_xaxis_transform(),
-                ha='center', va='bottom', fontsize=8, color='0.3')
+    analysis_plots.shade_epochs(ax, spans or {})
     ax.set(xlabel='time step from the start of the delay',
            ylabel='|cos| between the cued-item planes', ylim=(0, 1.02))
     ax.set_title(f'{cueing}-cued networks: plane alignment (mean ± s.e.m. over seeds)',
@@ -259,7 +254,7 @@ def _analyse_targets(experiment, workdir: str, chains: dict, noise=None) -> tupl
 
 def _spans(config) -> dict:
   epochs = task_lib.epochs_from_config(config)
-  return run_paper._epoch_spans(epochs)  # pylint: disable=protected-access
+  return run_paper.epoch_spans(epochs)
 
 
 def _write(groups: dict, folders: dict, workdir: str, stem: str, title: str,

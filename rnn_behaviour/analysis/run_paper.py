@@ -42,7 +42,7 @@ SUMMARY_KEYS = ('swap_rate', 'sigmoid_mse', 'flat_mse', 'alignment_precue', 'ali
 WINDOW_EPOCHS = ('delay', 'cue', 'post_cue', 'response')
 
 
-def _epoch_spans(epochs: task_lib.Epochs) -> dict:
+def epoch_spans(epochs: task_lib.Epochs) -> dict:
   """{epoch: (start, stop)} in steps from the start of the delay."""
   origin = epochs.start('delay')
   return {name: (epochs.start(name) - origin,
@@ -52,7 +52,7 @@ def _epoch_spans(epochs: task_lib.Epochs) -> dict:
 
 def _epoch_labels(epochs: task_lib.Epochs) -> list[tuple[str, int]]:
   """(epoch, step within it) of every analysed step."""
-  return [(name, i) for name, (start, stop) in _epoch_spans(epochs).items()
+  return [(name, i) for name, (start, stop) in epoch_spans(epochs).items()
           for i in range(stop - start)]
 
 
@@ -134,7 +134,7 @@ def analyse_network(config, network, variables, key) -> tuple[dict, dict]:
   labels = jnp.concatenate(swap_labels)
   decision = decoding.swap_auc_over_time(key_swap, states, labels, num_shuffles=c.num_shuffles)
   auc, band = np.asarray(decision.auc), np.asarray(decision.band)
-  response = slice(_epoch_spans(epochs)['response'][0], None)
+  response = slice(epoch_spans(epochs)['response'][0], None)
   late = slice(response.start + epochs.response // 2, None)
   best = int(np.nanargmax(np.where(np.arange(auc.size) >= response.start, auc, -np.inf)))
   direction = pp.discriminating_direction(states[best], labels)
@@ -164,7 +164,7 @@ def analyse_network(config, network, variables, key) -> tuple[dict, dict]:
                     swap_direction_step='{}+{}'.format(*labels_by_step[best])))
   arrays = dict(per_pair=per_pair, cues=cues, distances=distances, average=average,
                 auc=auc, band=band, projection=projected, swap=flat_labels,
-                spans=_epoch_spans(epochs), cue_onset=cue_onset, labels=labels_by_step,
+                spans=epoch_spans(epochs), cue_onset=cue_onset, labels=labels_by_step,
                 precue_step=precue_step)
   return numbers, arrays
 
