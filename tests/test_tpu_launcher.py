@@ -184,30 +184,62 @@ def test_gives_up_after_max_retries():
   assert any('--delete_after' in line for line in said)
 
 
+def test_a_rerun_stops_the_run_left_behind_and_nothing_else(tmp_path):
+  """A dropped ssh session can leave its job running; the next script stops it (found by the
+  pid file, checked to be the entry point) but never another process that reused the pid."""
+  stop = launch._stop_previous_script()  # pylint: disable=protected-access
+  env = dict(os.environ, HOME=str(tmp_path))
+  pid_file = tmp_path / launch.REMOTE_PID
+  left = subprocess.Popen(['bash', '-c', 'exec -a rnn_behaviour.main sleep 60'])
+  other = subprocess.Popen(['sleep', '60'])
+  try:
+    pid_file.write_text(f'{other.pid}\n')
+    subprocess.run(['bash', '-c', stop], env=env, check=True, timeout=30)
+    assert other.poll() is None and not pid_file.exists()
+    pid_file.write_text(f'{left.pid}\n')
+    subprocess.run(['bash', '-c', stop], env=env, check=True, timeout=30)
+    assert left.wait(timeout=10) != 0 and not pid_file.exists()
+  finally:
+    for process in (left, other):
+      process.kill()
+      process.wait()
+
+
 def test_lock_file_name_matches_the_library():
   assert launch.LOCK_FILE == workdir_lib.LOCK_FILE
 
 
 def test_worker_command_runs_here_and_resumes(tmp_path, compilation_cache):
-  """The command every TPU worker runs, run here with this Python on a tiny config."""
+  """The command every TPU worker runs, run here on a tiny config: first as the bare worker
+  command with this Python; then, as after a preemption, through the very script ssh gives
+  each worker (bash, in a home directory laid out as the install leaves it), which resumes."""
   workdir = tmp_path / 'run'
   overrides = tuple(f'{k}={v}' for k, v in tiny.TINY_OVERRIDES.items())
   opts = _opts(workdir=str(workdir), allow_local_workdir=True, mode='train',
                config_overrides=overrides)
   launch.validate(opts)
-  command = launch.worker_command(opts, python=sys.executable)
   env = dict(os.environ, JAX_PLATFORMS='cpu', **tiny.compilation_cache_env(compilation_cache))
 
-  def run():
-    result = subprocess.run(command, cwd=conftest.REPO_ROOT, env=env, capture_output=True,
-                            text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-  run()
+  first = subprocess.run(launch.worker_command(opts, python=sys.executable),
+                         cwd=conftest.REPO_ROOT, env=env, capture_output=True, text=True,
+                         timeout=300, check=False)
+  assert first.returncode == 0, first.stderr[-3000:]
   assert sorted(os.listdir(workdir / 'checkpoints'))[-1] == '4'
-  second = run()                                  # As after a preemption: same command.
-  assert 'Resumed from checkpoint at step 4' in second.stderr
+
+  home = tmp_path / 'home'
+  (home / launch.REMOTE_VENV / 'bin').mkdir(parents=True)
+  os.symlink(conftest.REPO_ROOT, home / launch.REMOTE_REPO)
+  python = home / launch.REMOTE_VENV / 'bin' / 'python'
+  python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+  python.chmod(0o755)
+  second = subprocess.run(['bash', '-c', launch.run_script(opts)], cwd=tmp_path,
+                          env=dict(env, HOME=str(home)),
+                          capture_output=True, text=True, timeout=300, check=False)
+  log = (home / launch.REMOTE_LOG).read_text()
+  assert second.returncode == 0, log[-3000:]
+  assert 'Resumed from checkpoint at step 4' in log
+  assert 'Resumed from checkpoint' in second.stdout      # Also on the ssh session's output.
+  assert (home / launch.REMOTE_PID).read_text().strip().isdigit()
   assert sorted(os.listdir(workdir / 'checkpoints'))[-1] == '4'
   steps = [json.loads(line)['step'] for line in open(workdir / 'metrics.jsonl')]
   assert steps == [1, 2, 3, 4]

@@ -213,10 +213,10 @@ def package_commands(opts: Options) -> list[list[str]]:
 def _stop_previous_script() -> str:
   """Shell that stops a run this launcher started earlier on the worker (an ssh session can
   drop while its job goes on), so that a rerun does not meet a live trainer."""
-  return (f'if [ -f {REMOTE_PID} ]; then pid=$(cat {REMOTE_PID}); '
-          f'if grep -qas rnn_behaviour.main /proc/$pid/cmdline; then kill $pid; '
-          'while kill -0 $pid 2>/dev/null; do sleep 1; done; fi; '
-          f'rm -f {REMOTE_PID}; fi')
+  alive = 'grep -qas rnn_behaviour.main /proc/$pid/cmdline'   # False once it is a zombie.
+  return (f'if [ -f "$HOME/{REMOTE_PID}" ]; then pid=$(cat "$HOME/{REMOTE_PID}"); '
+          f'if {alive}; then kill $pid; while {alive}; do sleep 1; done; fi; '
+          f'rm -f "$HOME/{REMOTE_PID}"; fi')
 
 
 def install_script(opts: Options) -> str:
@@ -232,6 +232,7 @@ def install_script(opts: Options) -> str:
   return '; '.join([
       'set -e',
       _stop_previous_script(),
+      'cd "$HOME"',
       fetch,
       'export PATH="$HOME/.local/bin:$PATH"',
       f'command -v uv >/dev/null || curl -LsSf {UV_INSTALLER} | sh',
@@ -270,11 +271,14 @@ def worker_command(opts: Options, python: str = 'python') -> list[str]:
 
 
 def run_script(opts: Options) -> str:
-  """Shell run on every worker: the worker command, its output also appended to
-  ~/rnn_behaviour.log, its pid in ~/rnn_behaviour.pid; its exit status is the script's."""
-  command = shlex.join(worker_command(opts, python=f'../{REMOTE_VENV}/bin/python'))
-  return (f'{_stop_previous_script()}; cd {REMOTE_REPO} && echo $$ > ../{REMOTE_PID} && '
-          f'exec {command} > >(tee -a ../{REMOTE_LOG}) 2>&1')
+  """Shell run on every worker: the worker command from the repository's root, its output
+  also appended to ~/rnn_behaviour.log, its pid in ~/rnn_behaviour.pid; its exit status is
+  the script's."""
+  arguments = shlex.join(worker_command(opts)[1:])
+  return (f'{_stop_previous_script()}; cd "$HOME/{REMOTE_REPO}" && '
+          f'echo $$ > "$HOME/{REMOTE_PID}" && '
+          f'exec "$HOME/{REMOTE_VENV}/bin/python" {arguments} '
+          f'> >(tee -a "$HOME/{REMOTE_LOG}") 2>&1')
 
 
 def run_commands(opts: Options) -> list[list[str]]:
