@@ -169,6 +169,26 @@ def test_preemption_recreates_the_tpu_and_reruns():
   assert any('PREEMPTED' in line and 'retry 1 of 2' in line for line in said)
 
 
+def test_a_queued_request_is_awaited_and_a_suspended_one_replaced():
+  opts = _opts(queued=True, spot=True)
+  states = iter(['SUSPENDED', 'WAITING_FOR_RESOURCES', 'WAITING_FOR_RESOURCES',
+                 'PROVISIONING', 'ACTIVE'])
+  commands, slept, said = [], [], []
+
+  def fake(argv, capture=False):
+    commands.append(list(argv))
+    if argv == launch.status_command(opts):
+      return launch.Result(0, next(states))
+    return launch.Result(0)
+
+  assert launch.launch(opts, runner=fake, sleep=slept.append, say=said.append) == 0
+  (delete,), (create,) = launch.delete_commands(opts), launch.create_commands(opts)
+  assert commands.index(delete) < commands.index(create) < commands.index(
+      launch.run_commands(opts)[0])
+  assert slept == [60.0] * 3
+  assert sum('waiting for rnn-v4' in line for line in said) == 2   # Each new state once.
+
+
 def test_gives_up_after_max_retries():
   opts = _opts(max_retries=1, delete_after=True)
 

@@ -345,13 +345,15 @@ def ensure_tpu(opts: Options, runner: Runner, sleep: Callable[[float], None],
     state = None
   if state is None:
     _run_all(create_commands(opts), runner, 'creating the TPU')
-  waited = 0.0
+  waited, reported = 0.0, ''
   while (state := tpu_state(opts, runner)) != ready:
     if state in gone:
       raise NotReady(f'{opts.name} became {state} before it was ready')
     if waited >= opts.ready_timeout_s:
       raise NotReady(f'{opts.name} not {ready} after {waited:.0f} s (state {state})')
-    say(f'waiting for {opts.name}: {state or "not listed yet"}')
+    if state != reported:                # A queued request can wait for hours: say changes.
+      say(f'waiting for {opts.name} to be {ready}: {state or "not listed yet"}')
+      reported = state
     sleep(opts.poll_seconds)
     waited += opts.poll_seconds
 
@@ -366,7 +368,11 @@ def launch(opts: Options, runner: Runner = subprocess_runner,
       f'{" (queued resource " + opts.queued_resource + ")" if opts.queued else ""}, '
       f'config {opts.config}, workdir {opts.workdir}')
   try:
-    _run_all(package_commands(opts), runner, 'packing the repository')
+    try:
+      _run_all(package_commands(opts), runner, 'packing the repository')
+    except NotReady as error:
+      say(str(error))
+      return 1
     retries = 0
     while True:
       try:
