@@ -1,32 +1,60 @@
 """Judging objectives head to head: same budget, seeds and target behaviour (METHOD 6-7).
 
-`compare(comparison, workdir)` trains and evaluates one run per objective and seed
-(`workdir/<objective>/seed_<s>/`, each resumable), then writes `comparison.csv` (objective, seed,
-swap_curve_error, distance_ratio, circ_sd_error, heldout_loglik), `comparison.md` (mean and
-s.e.m. over seeds, plus `bns_logit_error`: how far the swap function of a BNS fitted to the
-network's responses lies from the one fitted to the generating model's), `comparison.png`, and
-`swap_functions.png` / `swap_functions.csv` (those BNS swap functions overlaid per objective). With a BNS target the behaviour is fitted once into
-`workdir/behaviour/` and shared by every run. Runs already finished are not repeated.
+`compare(comparison, workdir)` trains and evaluates every objective on every seed, then writes
+`comparison.csv` (objective, seed, swap_curve_error, distance_ratio, circ_sd_error,
+heldout_loglik), `comparison.md` (mean and s.e.m. over seeds, plus `bns_logit_error`: how far
+the swap function of a BNS fitted to the network's responses lies from the one fitted to the
+generating model's), `comparison.png`, and `swap_functions.png` / `swap_functions.csv` (those
+BNS swap functions overlaid per objective). With a BNS target the behaviour is fitted once into
+`workdir/behaviour/` and shared by every run.
+
+How each objective trains (`comparison.ensembles`, default True):
+
+- True: the seeds of one objective are one seed ensemble (`config.train.ensemble_size = E`,
+  one vmapped, jitted step for all E networks), trained in `workdir/<objective>/`. The seeds must
+  be consecutive, s0, s0 + 1, ..., as ensemble members are config.seed + 0..E-1 (other seed
+  lists, and a single seed, fall back to one run per seed). Once trained, member i is exported
+  to `workdir/<objective>/seed_<s0+i>/` as a standalone run of that seed (its final checkpoint,
+  config.json, metrics.jsonl and `ensemble_member.json` naming the ensemble) and evaluated
+  there, so that `seed_<s>/eval/summary.json` and every reader of seed folders (e.g.
+  `analysis.run_analysis.analyse_comparison`) work as before. Member i computes what the
+  standalone run of seed s0 + i computes (tests/test_ensemble.py), so the numbers agree with
+  the old layout up to float rounding (tests/test_compare_objectives.py).
+- False: one run per objective and seed in `workdir/<objective>/seed_<s>/`, as before.
+
+An objective folder that already holds runs keeps its layout whatever the switch says (an
+ensemble run in the folder itself, or standalone seed runs), so interrupted work resumes and
+old workdirs are read back. Seeds whose runs are finished (trained to train.num_steps and
+evaluated) are not repeated. The wall time of each training, export and evaluation is
+appended to `workdir/timings.jsonl` (experiments/benchmark_comparison.py compares the layouts).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import importlib
 import json
 import os
+import shutil
+import time
 import warnings
 
 from absl import logging
 import numpy as np
+import orbax.checkpoint as ocp
 
 from rnn_behaviour import curriculum
 from rnn_behaviour import modes
+from rnn_behaviour import train
+from rnn_behaviour import workdir as workdir_lib
 
 COLUMNS = ('objective', 'seed', 'swap_curve_error', 'distance_ratio', 'circ_sd_error',
            'heldout_loglik')
 SWAP_FUNCTION_COLUMNS = ('objective', 'seed', 'fitted_to', 'distance', 'logit_mean',
                          'logit_lower', 'logit_upper')
+MEMBER_FILE = 'ensemble_member.json'   # In a seed folder exported from an ensemble.
+TIMINGS_FILE = 'timings.jsonl'         # Wall time of each training, export and evaluation.
 
 
 def run_config(comparison, name: str, seed: int, behaviour_dir: str):
@@ -55,6 +83,151 @@ def row_from_summary(name: str, seed: int, summary: dict) -> dict:
               heldout_loglik=summary['heldout_loglik']['network'],
               bns_logit_error=summary.get('bns_swap_function', {}).get('logit_error',
                                                                         float('nan')))
+
+
+def seed_folder(workdir: str, name: str, seed: int) -> str:
+  """The run folder of one objective and seed: `workdir/<objective>/seed_<s>/`."""
+  return os.path.join(workdir, name, f'seed_{seed}')
+
+
+def ensemble_config(comparison, name: str, behaviour_dir: str):
+  """The training config of one objective's ensemble: seeds comparison.seeds[0] + 0..E-1."""
+  seeds = [int(s) for s in comparison.seeds]
+  config = run_config(comparison, name, seeds[0], behaviour_dir)
+  config.train.ensemble_size = len(seeds)
+  return config
+
+
+def wants_ensembles(comparison) -> bool:
+  """Whether new objectives train as ensembles: `comparison.ensembles` (default True), more than
+  one seed, and consecutive seeds (an ensemble's members are config.seed + 0..E-1; other seed
+  lists fall back to one run per seed, with a warning)."""
+  seeds = [int(s) for s in comparison.seeds]
+  if not comparison.get('ensembles', True) or len(seeds) < 2:
+    return False
+  if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+    logging.warning('comparison.seeds %s are not consecutive, so they cannot be one ensemble '
+                    '(seeds s0 + 0..E-1): training one run per seed.', seeds)
+    return False
+  return True
+
+
+def objective_layout(comparison, folder: str, seeds) -> str:
+  """'ensemble' or 'per_seed': how one objective's folder is (or will be) trained.
+
+  A folder that already holds a run keeps its layout whatever comparison.ensembles says, so that
+  it resumes and its finished runs are read back: an ensemble run in `folder` itself, or
+  standalone runs in its `seed_<s>/` (a seed folder exported from an ensemble is not one).
+  """
+  if os.path.exists(os.path.join(folder, 'config.json')):
+    return 'ensemble'
+  for seed in seeds:
+    run_dir = os.path.join(folder, f'seed_{seed}')
+    if (os.path.exists(os.path.join(run_dir, 'config.json'))
+        and not os.path.exists(os.path.join(run_dir, MEMBER_FILE))):
+      return 'per_seed'
+  return 'ensemble' if wants_ensembles(comparison) else 'per_seed'
+
+
+def finished(config, run_dir: str) -> bool:
+  """Whether a seed's run is trained to config.train.num_steps and evaluated. A member exported
+  from an ensemble counts once its ensemble trained that far, even if the member stopped early
+  (a diverging member is frozen at its last good state, and its summary says so)."""
+  path = os.path.join(run_dir, 'eval', 'summary.json')
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    if json.load(f).get('trained_steps') == config.train.num_steps:
+      return True
+  member = os.path.join(run_dir, MEMBER_FILE)
+  if not os.path.exists(member):
+    return False
+  with open(member) as f:
+    return json.load(f).get('ensemble_step') == config.train.num_steps
+
+
+def _latest_step(workdir: str) -> int | None:
+  if not workdir_lib.has_checkpoint(workdir):
+    return None
+  return max(int(n) for n in os.listdir(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR))
+             if n.isdigit())
+
+
+def export_member(config, ensemble_dir: str, state, member: int, seed: int, run_dir: str):
+  """Writes ensemble member `member` (its sliced TrainState) as a standalone run of seed `seed`
+  in `run_dir`: its final checkpoint, config.json (the config of that seed's standalone run),
+  metrics.jsonl (the member's copy) and MEMBER_FILE. Evaluation and analysis then read it as
+  any run; training it further would resume it as a standalone run."""
+  for stale in (os.path.join(run_dir, MEMBER_FILE), os.path.join(run_dir, 'eval', 'summary.json')):
+    if os.path.exists(stale):
+      os.remove(stale)
+  checkpoints = os.path.join(run_dir, workdir_lib.CHECKPOINT_DIR)
+  if os.path.isdir(checkpoints):
+    shutil.rmtree(checkpoints)
+  train.save_config(config, run_dir)
+  manager = train.checkpoint_manager(run_dir, config.train)
+  try:
+    manager.save(int(state.step), args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+  finally:
+    manager.close()
+  metrics = os.path.join(ensemble_dir, train.MEMBERS_DIR, f'member_{member}', train.METRICS_FILE)
+  if os.path.exists(metrics):
+    shutil.copyfile(metrics, os.path.join(run_dir, train.METRICS_FILE))
+  with open(os.path.join(run_dir, MEMBER_FILE), 'w') as f:
+    json.dump(dict(ensemble=os.path.relpath(ensemble_dir, run_dir), member=member, seed=seed,
+                   ensemble_step=_latest_step(ensemble_dir), member_step=int(state.step)), f,
+              indent=2)
+
+
+def _timed(workdir: str, record: dict, work):
+  """Runs `work()` and appends its wall time to `workdir/timings.jsonl`."""
+  start = time.perf_counter()
+  work()
+  workdir_lib.append_jsonl(os.path.join(workdir, TIMINGS_FILE),
+                           dict(record, seconds=time.perf_counter() - start))
+
+
+def run_objective(comparison, name: str, workdir: str, behaviour_dir: str) -> None:
+  """Trains and evaluates every seed of one objective that is not finished yet.
+
+  Layout 'ensemble' (objective_layout): one run of all seeds in `workdir/<name>/` (resumed if
+  interrupted), then each unfinished member exported to `seed_<s>/` and evaluated there.
+  Layout 'per_seed': one run per seed in `seed_<s>/`, trained then evaluated.
+  """
+  seeds = [int(s) for s in comparison.seeds]
+  folder = os.path.join(workdir, name)
+  configs = {s: run_config(comparison, name, s, behaviour_dir) for s in seeds}
+  pending = [s for s in seeds if not finished(configs[s], seed_folder(workdir, name, s))]
+  if not pending:
+    return
+  layout = objective_layout(comparison, folder, seeds)
+  record = dict(objective=name, layout=layout)
+  if layout == 'per_seed':
+    for seed in pending:
+      run_dir = seed_folder(workdir, name, seed)
+      logging.info('Running %s seed %d in %s', name, seed, run_dir)
+      for stage in ('train', 'evaluate'):
+        _timed(workdir, dict(record, stage=stage, seeds=[seed]),
+               functools.partial(modes.run, configs[seed], run_dir, stage))
+    return
+  config = ensemble_config(comparison, name, behaviour_dir)
+  if _latest_step(folder) != config.train.num_steps:
+    logging.info('Running %s seeds %s as one ensemble in %s', name, seeds, folder)
+    _timed(workdir, dict(record, stage='train', seeds=seeds),
+           functools.partial(modes.run, config, folder, 'train'))
+  _, states = train.load_trained(config, folder)
+  for seed in pending:
+    member = seeds.index(seed)
+    run_dir = seed_folder(workdir, name, seed)
+    state = train.member_slice(states, member)
+    if int(state.step) != config.train.num_steps:
+      logging.warning('%s seed %d stopped at step %d of %d (it diverged); it is evaluated there.',
+                      name, seed, int(state.step), config.train.num_steps)
+    _timed(workdir, dict(record, stage='export', seeds=[seed]),
+           functools.partial(export_member, configs[seed], folder, state, member, seed, run_dir))
+    _timed(workdir, dict(record, stage='evaluate', seeds=[seed]),
+           functools.partial(modes.run, configs[seed], run_dir, 'evaluate'))
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -157,20 +330,16 @@ def compare(comparison, workdir: str) -> list[dict]:
   behaviour_dir = os.path.join(workdir, 'behaviour')
   rows, curves, functions, function_rows, reference = [], {}, {}, [], []
   for name in comparison.objectives:
+    config = run_config(comparison, name, comparison.seeds[0], behaviour_dir)
+    if (config.behaviour.source == 'bns' and config.behaviour.fit == behaviour_dir
+        and not os.path.isdir(behaviour_dir)):
+      from rnn_behaviour.behaviour import pipeline  # pylint: disable=g-import-not-at-top
+      pipeline.fit_behaviour(config, workdir)
+    run_objective(comparison, name, workdir, behaviour_dir)
     for seed in comparison.seeds:
       config = run_config(comparison, name, seed, behaviour_dir)
-      if config.behaviour.source == 'bns' and not os.path.isdir(behaviour_dir):
-        from rnn_behaviour.behaviour import pipeline  # pylint: disable=g-import-not-at-top
-        pipeline.fit_behaviour(config, workdir)
-      run_dir = os.path.join(workdir, name, f'seed_{seed}')
+      run_dir = seed_folder(workdir, name, seed)
       summary_path = os.path.join(run_dir, 'eval', 'summary.json')
-      done = False
-      if os.path.exists(summary_path):
-        with open(summary_path) as f:
-          done = json.load(f).get('trained_steps') == config.train.num_steps
-      if not done:
-        logging.info('Running %s seed %d in %s', name, seed, run_dir)
-        modes.run(config, run_dir, 'all')
       with open(summary_path) as f:
         summary = json.load(f)
       if config.eval.bns_svi_steps > 0 and 'bns_swap_function' not in summary:

@@ -14,6 +14,9 @@ def get_config():
   config = ml_collections.ConfigDict()
   config.base = 'bays2009_pipeline'     # A config module under rnn_behaviour/configs.
   config.seeds = (0, 1, 2)
+  # Each objective's seeds train as one seed ensemble (one vmapped step for all of them; seeds
+  # must then be consecutive); False: one run per seed (see rnn_behaviour/comparison.py).
+  config.ensembles = True
   # name -> (objective, training signature)
   config.objectives = ml_collections.ConfigDict({
       'diffusion': ('diffusion', 'full'),
