@@ -2,9 +2,13 @@
 
   python experiments/compare_objectives.py --workdir=DIR [--config=experiments/configs/compare_cpu.py]
 
-The CPU-sized default takes about an hour on 2 cores; `--config=experiments/configs/
-compare_paper.py` runs the paper-sized variant on an accelerator. See `rnn_behaviour/comparison.py`
-for what is written into DIR.
+Each objective's seeds train as one seed ensemble in DIR/<objective>/ (one vmapped step for all
+seeds), whose members are then evaluated as DIR/<objective>/seed_<s>/;
+`--config.ensembles=False` trains one run per seed instead, as before (same numbers up to float
+rounding). The CPU-sized default took about an hour on 2 cores one run at a time;
+experiments/benchmark_comparison.py times both ways. `--config=experiments/configs/
+compare_paper.py` runs the paper-sized variant on an accelerator. Interrupted comparisons resume,
+and finished runs are read back. See `rnn_behaviour/comparison.py` for what is written into DIR.
 """
 
 import os
