@@ -1,8 +1,11 @@
 """Times the training step after compilation; prints one JSON object per line.
 
-  python experiments/benchmark_train_step.py [--repeats=3] [--only=paper:8x128,default,default@3]
+  python experiments/benchmark_train_step.py [--repeats=3] [--only=paper:8x128,default,default@3/2]
 
-A case is `config[:KxS][@E]`: K displays x S samples a step, E seed-ensemble members.
+A case is `config[:KxS][@E][/D[xM]]`: K displays x S samples a step, E seed-ensemble members,
+on D devices (config.parallel.num_devices) of which M shard the member axis
+(config.parallel.member_shards). On a CPU the case's process splits the host into D devices
+(jax_num_cpu_devices), so `default/1` and `default/2` compare one and two host devices.
 
 Each case runs in its own subprocess so that `peak_mem_mib` (the process's peak resident set
 size, on CPU; the allocator's peak on GPU/TPU) belongs to that case alone.
@@ -24,7 +27,8 @@ flags.DEFINE_string('only', '', 'Comma-separated cases, e.g. paper:32x512,defaul
 flags.DEFINE_string('case', '', 'Internal: run one case in this process.')
 flags.DEFINE_string('overrides', '', 'Extra config overrides, e.g. train.displays_per_chunk=4.')
 
-CASES = ('paper:8x128', 'paper:32x64', 'paper:32x512', 'default', 'default@3')
+CASES = ('paper:8x128', 'paper:32x64', 'paper:32x512', 'default', 'default/2', 'default@3',
+         'default@3/3x3')
 
 
 def chunk_for(displays: int, samples: int, target: int = 512) -> int:
@@ -64,10 +68,16 @@ def run_case(case: str, repeats: int, overrides: str) -> dict:
   from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
   from rnn_behaviour.configs import default, paper  # pylint: disable=g-import-not-at-top
 
+  case, _, devices = case.partition('/')
   case, _, members = case.partition('@')
   name, _, size = case.partition(':')
+  num_devices, _, member_shards = devices.partition('x')
+  if num_devices:  # Splits the host CPU (only the CPU backend reads it).
+    jax.config.update('jax_num_cpu_devices', int(num_devices))
   config = {'paper': paper, 'default': default}[name].get_config()
   config.train.ensemble_size = int(members or 1)
+  config.parallel.num_devices = int(num_devices or 1)
+  config.parallel.member_shards = int(member_shards or 1)
   if size:
     displays, samples = (int(v) for v in size.split('x'))
     config.train.displays_per_batch = displays
@@ -75,24 +85,25 @@ def run_case(case: str, repeats: int, overrides: str) -> dict:
     if config.train.displays_per_chunk:
       config.train.displays_per_chunk = chunk_for(displays, samples)
   _apply_overrides(config, overrides)
-  built = train.build(config)
+  built = train.build(config, mesh=train.run_mesh(config))
   seeds = train.member_seeds(config)
   state = train.init_states(built, seeds)
-  step = train.train_step_fn(built, len(seeds))
+  step = train.train_step_fn(built, seeds)
   start = time.perf_counter()
-  state, metrics, _ = step(state, *train.step_keys(seeds, 0))
+  state, metrics, _ = step(state)
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - start
   times = []
   for i in range(repeats):
     start = time.perf_counter()
-    state, metrics, _ = step(state, *train.step_keys(seeds, i + 1))
+    state, metrics, _ = step(state)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
   seconds = min(times)
   d, s = config.train.displays_per_batch, config.train.samples_per_display
   return {'config': name, 'displays': d, 'samples_per_display': s, 'members': len(seeds),
-          'devices': jax.device_count(),
+          'devices': config.parallel.num_devices,
+          'member_shards': config.parallel.member_shards,
           'seconds_per_step': round(seconds, 4),
           'samples_per_s': round(len(seeds) * d * s / seconds, 1),
           'peak_mem_mib': round(_peak_mem_mib(), 1),

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from rnn_behaviour import objectives
+from rnn_behaviour import parallel
 from rnn_behaviour import rnn
 from rnn_behaviour import task
 from rnn_behaviour.behaviour import parametric
@@ -145,6 +146,12 @@ def validate(config) -> None:
     if c.train.init_from and not os.path.isdir(c.train.init_from):
       raise ConfigError(f'config.train.init_from={c.train.init_from!r} is not a directory '
                         '(the workdir of a finished run)')
+  parallel.validate(c)
+  if 'parallel' in c:
+    # Divisibility by a fixed device count; with num_devices=0 (all) it is checked on the mesh.
+    num_devices = c.parallel.get('num_devices', 1)
+    if num_devices:
+      parallel.mesh_shape(c, num_devices)
   if c.task.num_items < 2:
     raise ConfigError(f'config.task.num_items must be >= 2 (the task, its swap errors and their '
                       f'judgement need a non-target), got {c.task.num_items}')

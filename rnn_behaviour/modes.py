@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rnn_behaviour import config_validation
 from rnn_behaviour import evaluate
+from rnn_behaviour import parallel
 from rnn_behaviour import train
 from rnn_behaviour import workdir as workdir_lib
 
@@ -25,11 +26,24 @@ def run(config, workdir: str, mode: str, restart: bool = False) -> None:
   workdir_lib.check(workdir, needs_checkpoint=mode in READS_CHECKPOINT)
   if mode == 'fit_behaviour' or (mode == 'all' and config.behaviour.source == 'bns'
                                  and not config.behaviour.fit):
-    from rnn_behaviour.behaviour import pipeline  # pylint: disable=g-import-not-at-top
-    pipeline.fit_behaviour(config, workdir)
+    # One process fits; in a multi-process job the others wait for its outputs.
+    if parallel.is_chief():
+      from rnn_behaviour.behaviour import pipeline  # pylint: disable=g-import-not-at-top
+      pipeline.fit_behaviour(config, workdir)
+    parallel.barrier('behaviour fitted')
     if mode == 'fit_behaviour':
       return
   config_validation.validate(config)
+  if mode in ('train', 'all'):
+    train.train(config, workdir, restart=restart)
+  if mode in ('evaluate', 'all', 'analyse'):
+    # Evaluation and analysis run on one process (their arrays are small); the others wait.
+    if parallel.is_chief():
+      _judge(config, workdir, mode)
+    parallel.barrier(f'{mode} done')
+
+
+def _judge(config, workdir: str, mode: str) -> None:
   if mode == 'analyse':
     # Workdirs saved before the paper protocol existed keep today's design-grid analysis.
     if config.analysis.get('protocol', 'design_grid') == 'paper':
@@ -39,7 +53,4 @@ def run(config, workdir: str, mode: str, restart: bool = False) -> None:
       from rnn_behaviour.analysis import run_analysis  # pylint: disable=g-import-not-at-top
       run_analysis.analyse(config, workdir)
     return
-  if mode in ('train', 'all'):
-    train.train(config, workdir, restart=restart)
-  if mode in ('evaluate', 'all'):
-    evaluate.evaluate(config, workdir)
+  evaluate.evaluate(config, workdir)

@@ -51,6 +51,7 @@ import orbax.checkpoint as ocp
 from rnn_behaviour import config_validation
 from rnn_behaviour import metric_writers
 from rnn_behaviour import objectives
+from rnn_behaviour import parallel
 from rnn_behaviour import progress
 from rnn_behaviour import rnn
 from rnn_behaviour import task as task_lib
@@ -82,8 +83,13 @@ class TrainState:
 
 @functools.lru_cache(maxsize=64)
 def root_keys(seed: int):
-  """(init_key, data_key, noise_key) of a run (cached: the loop asks for them every step)."""
-  return tuple(jax.random.split(jax.random.key(int(seed)), 3))
+  """(init_key, data_key, noise_key) of a run (cached: the loop asks for them every step).
+
+  Always concrete, even when first asked for inside a traced function (so the cache never
+  holds a tracer).
+  """
+  with jax.ensure_compile_time_eval():
+    return tuple(jax.random.split(jax.random.key(int(seed)), 3))
 
 
 def decay_horizon(train_config) -> int:
@@ -126,32 +132,61 @@ def _split_chunks(tree, num_chunks: int):
 
 
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
-                    num_chunks: int = 1) -> Callable:
+                    num_chunks: int = 1, mesh=None) -> Callable:
   """train_step(state, batch, key) -> (state, metrics), pure and unjitted.
 
   With num_chunks > 1 the displays are processed a chunk at a time and the gradients averaged,
   which bounds memory (and keeps intermediates in cache) at no change to the result beyond
-  the per-display statistics being computed chunk by chunk.
+  the per-display statistics being computed chunk by chunk. Chunk c holds displays
+  [c K/C, (c+1) K/C) and draws its noise from split(key, C)[c], whatever the devices.
+
+  With a `mesh` whose 'displays' axis has D > 1 devices, the batch's display axis is sharded
+  over them; chunks stay whole on a device: device d scans over chunks d C/D ... (d+1) C/D - 1,
+  the D devices' chunks of one scan step being computed side by side (vmapped over D).
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  shards = 1 if mesh is None else mesh.shape[parallel.DISPLAYS]
+
+  def zeros_like_grads(params, constants, first_chunk, key):
+    _, metric_shapes = jax.eval_shape(grad_fn, params, constants, first_chunk, key)[0]
+    return (jax.tree_util.tree_map(jnp.zeros_like, params),
+            jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes))
 
   def compute_grads(params, constants, batch, key):
     if num_chunks == 1:
-      (_, metrics), grads = grad_fn(params, constants, batch, key)
+      (_, metrics), grads = grad_fn(params, constants, parallel.shard_displays(batch, mesh),
+                                    key)
       return grads, metrics
-
-    def accumulate(total, inputs):
-      chunk, k = inputs
-      (_, metrics), grads = grad_fn(params, constants, chunk, k)
-      return jax.tree_util.tree_map(jnp.add, total, (grads, metrics)), None
-
-    chunks = _split_chunks(batch, num_chunks)
-    first_chunk = jax.tree_util.tree_map(lambda a: a[0], chunks)
-    _, metric_shapes = jax.eval_shape(grad_fn, params, constants, first_chunk, key)[0]
-    zeros = (jax.tree_util.tree_map(jnp.zeros_like, params),
-             jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes))
     keys = jax.random.split(key, num_chunks)
-    total, _ = jax.lax.scan(accumulate, zeros, (chunks, keys))
+    if shards == 1:
+      def accumulate(total, inputs):
+        chunk, k = inputs
+        (_, metrics), grads = grad_fn(params, constants, chunk, k)
+        return jax.tree_util.tree_map(jnp.add, total, (grads, metrics)), None
+
+      chunks = _split_chunks(batch, num_chunks)
+      first = jax.tree_util.tree_map(lambda a: a[0], chunks)
+      total, _ = jax.lax.scan(accumulate, zeros_like_grads(params, constants, first, keys[0]),
+                              (chunks, keys))
+      return jax.tree_util.tree_map(lambda a: a / num_chunks, total)
+
+    # (K, ...) -> (D, C/D, K/C, ...): device block d holds chunks d C/D ... (d+1) C/D - 1.
+    per_device = num_chunks // shards
+    blocks = jax.tree_util.tree_map(
+        lambda a: a.reshape((shards, per_device, a.shape[0] // num_chunks) + a.shape[1:]),
+        parallel.shard_displays(batch, mesh))
+    block_keys = keys.reshape((shards, per_device))
+    side_by_side = jax.vmap(grad_fn, in_axes=(None, None, 0, 0))
+
+    def accumulate(total, i):
+      chunk = parallel.shard_blocks(jax.tree_util.tree_map(lambda a: a[:, i], blocks), mesh)
+      (_, metrics), grads = side_by_side(params, constants, chunk, block_keys[:, i])
+      summed = jax.tree_util.tree_map(lambda a: jnp.sum(a, axis=0), (grads, metrics))
+      return jax.tree_util.tree_map(jnp.add, total, summed), None
+
+    first = jax.tree_util.tree_map(lambda a: a[0, 0], blocks)
+    total, _ = jax.lax.scan(accumulate, zeros_like_grads(params, constants, first, keys[0]),
+                            jnp.arange(per_device))
     return jax.tree_util.tree_map(lambda a: a / num_chunks, total)
 
   def train_step(state: TrainState, batch, key):
@@ -207,10 +242,15 @@ class Built:
   train_step: Callable
   sample_batch: Callable
   sample: Callable
+  mesh: Any = None
 
 
-def build(config, workdir: str | None = None, behaviour_model=None) -> Built:
-  """The seam: config -> network, optimiser and pure init/step/batch/sample functions."""
+def build(config, workdir: str | None = None, behaviour_model=None, mesh=None) -> Built:
+  """The seam: config -> network, optimiser and pure init/step/batch/sample functions.
+
+  `mesh` (parallel.make_mesh) shards the train step's displays over its devices; None: one
+  device, no sharding.
+  """
   network = rnn.make_network(config)
   tx = make_optimizer(config.train)
   if behaviour_model is None:
@@ -228,19 +268,34 @@ def build(config, workdir: str | None = None, behaviour_model=None) -> Built:
     return network.sample(variables, inputs, key, num_samples, onset=config.diffusion.onset)[0]
 
   return Built(config=config, network=network, tx=tx, behaviour_model=behaviour_model,
-               init=init, train_step=make_train_step(loss_fn, tx, _num_chunks(config.train)),
-               sample_batch=sample_batch, sample=sample)
+               init=init,
+               train_step=make_train_step(loss_fn, tx, _num_chunks(config.train), mesh),
+               sample_batch=sample_batch, sample=sample, mesh=mesh)
 
 
 def init_states(built: Built, seeds) -> TrainState:
-  """Initial state of one run (one seed: no member axis) or of an ensemble (stacked)."""
-  if len(seeds) == 1:
-    return built.init(root_keys(seeds[0])[0])
-  return stack_members([built.init(root_keys(s)[0]) for s in seeds])
+  """Initial state of one run (one seed: no member axis) or of an ensemble (stacked).
+
+  With a mesh the state is created on it (replicated, or split along the member axis), by a
+  jitted initialiser so that every process of a multi-process job holds its part of one
+  global state.
+  """
+  def initial():
+    if len(seeds) == 1:
+      return built.init(root_keys(seeds[0])[0])
+    return stack_members([built.init(root_keys(s)[0]) for s in seeds])
+
+  if built.mesh is None:
+    return initial()
+  shardings = parallel.state_sharding(built.mesh, jax.eval_shape(initial), len(seeds))
+  return jax.jit(initial, out_shardings=shardings)()
 
 
-def step_keys(seeds, step: int):
-  """(data keys, noise keys) of training step `step` for each seed, stacked if several."""
+def step_keys(seeds, step):
+  """(data keys, noise keys) of training step `step` for each seed, stacked if several.
+
+  `step` may be traced: the jitted step derives its keys from the state's step counter.
+  """
   keys = [root_keys(s) for s in seeds]
   data = [jax.random.fold_in(k[1], step) for k in keys]
   noise = [jax.random.fold_in(k[2], step) for k in keys]
@@ -255,25 +310,35 @@ def _all_finite(metrics):
   return functools.reduce(jnp.logical_and, flags)
 
 
-def train_step_fn(built: Built, num_members: int) -> Callable:
-  """The jitted step the loop runs: (state, data_key, noise_key) -> (state, metrics, finite).
+def train_step_fn(built: Built, seeds) -> Callable:
+  """The jitted step the loop runs: state -> (state, metrics, ok).
 
+  The step's keys come from the seeds and the state's own step counter (the ensemble's: the
+  largest member step), so a step is a pure function of the state and needs no host input;
+  resuming at step s continues exactly as the uninterrupted run.
   One run: sample a batch and take a step. Ensemble: the same, vmapped over the member axis of
   state and keys; a member whose metrics are not finite, or that is already frozen (its step
-  behind the others'), keeps its old state.
+  behind the others'), keeps its old state; `ok` says per member which moved on.
+  With a mesh, the state keeps its sharding and metrics come back replicated.
   """
+  seeds = tuple(int(s) for s in seeds)
+  num_members = len(seeds)
+  mesh = built.mesh
 
   def single(state, data_key, noise_key):
     batch = built.sample_batch(data_key)
     new_state, metrics = built.train_step(state, batch, noise_key)
     return new_state, metrics, _all_finite(metrics)
 
-  if num_members == 1:
-    return jax.jit(single, donate_argnums=(0,))
+  def one_run(state):
+    return single(state, *step_keys(seeds, state.step))
 
-  def ensemble(state, data_keys, noise_keys):
-    alive = state.step == jnp.max(state.step)
-    new_state, metrics, finite = jax.vmap(single)(state, data_keys, noise_keys)
+  def ensemble(state):
+    step = jnp.max(state.step)
+    alive = state.step == step
+    spmd = {} if mesh is None or mesh.shape[parallel.MEMBERS] == 1 else {
+        'spmd_axis_name': parallel.MEMBERS}
+    new_state, metrics, finite = jax.vmap(single, **spmd)(state, *step_keys(seeds, step))
     keep = alive & finite
 
     def choose(new, old):
@@ -281,7 +346,24 @@ def train_step_fn(built: Built, num_members: int) -> Callable:
 
     return jax.tree_util.tree_map(choose, new_state, state), metrics, keep
 
-  return jax.jit(ensemble, donate_argnums=(0,))
+  fn = one_run if num_members == 1 else ensemble
+  if mesh is None:
+    return jax.jit(fn, donate_argnums=(0,))
+  state_shape = jax.eval_shape(lambda: init_states(dataclasses.replace(built, mesh=None), seeds))
+  shardings = parallel.state_sharding(mesh, state_shape, num_members)
+  return jax.jit(fn, in_shardings=(shardings,),
+                 out_shardings=(shardings, parallel.replicated(mesh), parallel.replicated(mesh)),
+                 donate_argnums=(0,))
+
+
+def to_host(tree):
+  """numpy copies of a pytree of (possibly sharded, possibly multi-process) arrays."""
+  def fetch(a):
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    return np.asarray(a)
+  return jax.tree_util.tree_map(fetch, tree)
 
 
 def _best_metric(metrics) -> float:
@@ -299,9 +381,14 @@ def checkpoint_manager(workdir: str, train_config, read_only: bool = False
   saving or deleting anything.
   """
   path = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+  if jax.process_count() > 1:
+    _write_replicated_arrays_whole()
   if read_only:
-    return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True,
-                                                                            create=False))
+    # Read by this process alone: in a multi-process job only process 0 evaluates.
+    extra = ({'multiprocessing_options': parallel.single_process_options()}
+             if jax.process_count() > 1 else {})
+    return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(
+        read_only=True, create=False, **extra))
   policy = ocp.checkpoint_managers.AnyPreservationPolicy([
       ocp.checkpoint_managers.LatestN(n=train_config.keep_checkpoints),
       ocp.checkpoint_managers.BestN(get_metric_fn=_best_metric, reverse=True, n=1,
@@ -309,6 +396,18 @@ def checkpoint_manager(workdir: str, train_config, read_only: bool = False
   ])
   options = ocp.CheckpointManagerOptions(create=True, preservation_policy=policy)
   return ocp.CheckpointManager(path, options=options)
+
+
+@functools.cache
+def _write_replicated_arrays_whole() -> None:
+  """Multi-process jobs: Orbax writes each replicated array from one replica, unsliced.
+
+  Orbax's default replica-parallel writing slices the array among its replicas; on CPU hosts
+  (gloo) the processes then took different paths through the save and the job hung at the
+  first checkpoint (measured with 2 processes x 2 devices). Registered once per process.
+  """
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
 
 
 def restore_latest(manager: ocp.CheckpointManager, template: TrainState) -> TrainState | None:
@@ -366,7 +465,7 @@ SHAPE_SECTIONS = ('model', 'task')   # Config sections that fix the shapes in a 
 RESUME_FREE = ('eval', 'analysis', 'train.num_steps', 'train.log_every',
                'train.checkpoint_every', 'train.keep_checkpoints', 'train.init_from',
                'train.remat', 'train.divergence_factor', 'train.divergence_patience',
-               'train.divergence_window')
+               'train.divergence_window', 'parallel')
 _HORIZON = 'train.decay_steps (effective: the cosine schedule\'s length)'
 
 
@@ -637,11 +736,20 @@ def watch_loss(watch: LossWatch, losses, active, train_config
   return LossWatch(level=level, streak=streak), far, streak >= patience
 
 
+def _copy(state: TrainState) -> TrainState:
+  """A copy of a (possibly sharded) state on its devices, safe from the step's donation."""
+  return jax.tree_util.tree_map(jnp.copy, state)
+
+
 def _roll_back(state: TrainState, snapshot, members) -> TrainState:
-  """`state` with the given members' entries replaced by theirs in `snapshot` (host arrays)."""
-  index = np.asarray(members)
-  return jax.tree_util.tree_map(lambda now, old: now.at[index].set(jnp.asarray(old)[index]),
-                                state, snapshot)
+  """`state` with the given members' entries replaced by theirs in `snapshot`."""
+  keep = np.zeros(jax.tree_util.tree_leaves(state)[0].shape[0], bool)
+  keep[np.asarray(members)] = True
+
+  def roll(now, old):
+    return jnp.where(keep.reshape((-1,) + (1,) * (now.ndim - 1)), old, now)
+
+  return jax.tree_util.tree_map(roll, state, snapshot)
 
 
 def _writers(workdir: str, num_members: int, start: int) -> list[metric_writers.MetricWriter]:
@@ -693,9 +801,24 @@ def train(config: ml_collections.ConfigDict, workdir: str, restart: bool = False
     return _train_locked(config, workdir, 'restart' if superseded else None)
 
 
+def run_mesh(config):
+  """The mesh config.parallel asks for on the visible devices; None when that is one device."""
+  mesh = parallel.make_mesh(config)
+  return None if mesh.size == 1 else mesh
+
+
+def place(state: TrainState, built: Built, num_members: int) -> TrainState:
+  """`state` (host or single-device arrays) laid out on the built step's mesh, if any."""
+  if built.mesh is None:
+    return state
+  shardings = parallel.state_sharding(built.mesh, state, num_members)
+  return jax.jit(lambda s: s, out_shardings=shardings)(to_host(state))
+
+
 def _train_locked(config, workdir: str, event: str | None) -> TrainState:
-  built = build(config, workdir)
+  built = build(config, workdir, mesh=run_mesh(config))
   seeds = member_seeds(config)
+  chief = parallel.is_chief()
   num_members = len(seeds)
   state = init_states(built, seeds)
 
@@ -713,35 +836,42 @@ def _train_locked(config, workdir: str, event: str | None) -> TrainState:
     logging.info('Resumed from checkpoint at step %d in %s.', int(np.max(state.step)), workdir)
   elif config.train.get('init_from', ''):
     state, source_record = initialise_from(config, state, built.tx)
+    state = place(state, built, num_members)
     extra = {'initialised_from': source_record}
     logging.info('Initialised from %s (its step %s); optimiser fresh.', source_record['workdir'],
                  source_record['step'])
-  start = int(np.max(state.step))
-  record_history(config, workdir, event or ('resume' if restored is not None else 'start'),
-                 start, extra)
-  save_config(config, workdir, extra)
-  for path in _metric_files(workdir):
-    _truncate_metrics(path, start)
+  steps = to_host(state.step).reshape(-1)
+  start = int(np.max(steps))
+  if chief:
+    record_history(config, workdir, event or ('resume' if restored is not None else 'start'),
+                   start, extra)
+    save_config(config, workdir, extra)
+    for path in _metric_files(workdir):
+      _truncate_metrics(path, start)
 
-  step_fn = train_step_fn(built, num_members)
+  step_fn = train_step_fn(built, seeds)
   c = config.train
   num_params = sum(p.size for p in jax.tree_util.tree_leaves(state.params))
   logging.info('Training %s cell, %d units, %d parameters%s, %d displays x %d samples per step.',
                config.model.cell, config.model.num_units, num_params,
                f' ({num_members} members, seeds {seeds})' if num_members > 1 else '',
                c.displays_per_batch, c.samples_per_display)
+  if built.mesh is not None:
+    logging.info('Devices: %d (%s) in a mesh of %s over %d process(es).', built.mesh.size,
+                 built.mesh.devices.flat[0].platform, dict(built.mesh.shape),
+                 jax.process_count())
   checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
-  writers = _writers(workdir, num_members, start) if jax.process_index() == 0 else []
+  writers = _writers(workdir, num_members, start) if chief else []
   reporter = progress.ProgressReporter(c.num_steps, 'training', start=start)
-  # The last saved state on the host, to roll a diverging ensemble member back to.
-  snapshot = jax.device_get(state) if num_members > 1 else None
-  alive = np.asarray(state.step).reshape(-1) == start
+  # The last saved state (a copy on the devices), to roll a diverging member back to.
+  snapshot = _copy(state) if num_members > 1 else None
+  snapshot_steps = steps
+  alive = steps == start
   watch = new_loss_watch(num_members)
   last_time, last_step, save_due = time.time(), start, False
   try:
     for step in range(start, c.num_steps):
-      data_key, noise_key = step_keys(seeds, step)
-      new_state, metrics, finite = step_fn(state, data_key, noise_key)
+      new_state, metrics, finite = step_fn(state)
       finite, losses = jax.device_get((finite, metrics['loss']))
       finite, losses = np.asarray(finite).reshape(-1), np.asarray(losses).reshape(-1)
       done = step + 1
@@ -776,7 +906,7 @@ def _train_locked(config, workdir: str, event: str | None) -> TrainState:
               '%g x its running level %.4g): it is rolled back to its last saved state (step '
               '%d) and stopped there; the others go on.', i, seeds[i], done, losses[i],
               watch.streak[i], c.get('divergence_factor', 100.0), watch.level[i],
-              int(np.asarray(snapshot.step)[i]))
+              int(snapshot_steps[i]))
         alive &= finite & ~diverged
         if not alive.any():
           manager.wait_until_finished()
@@ -806,7 +936,7 @@ def _train_locked(config, workdir: str, event: str | None) -> TrainState:
                      metrics={'loss_level': level} if np.isfinite(level) else None)
         save_due = False
         if num_members > 1:
-          snapshot = jax.device_get(state)
+          snapshot, snapshot_steps = _copy(state), to_host(state.step)
     manager.wait_until_finished()
   finally:
     manager.close()

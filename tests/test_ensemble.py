@@ -47,8 +47,8 @@ def test_a_diverging_member_stops_alone(tiny_config):
   poisoned = jax.tree_util.tree_map(lambda a: a.at[1].set(jnp.nan), state.params)
   state = state.replace(params=poisoned)
   before = _leaves(jax.tree_util.tree_map(lambda a: a[1], state.params))
-  step_fn = train.train_step_fn(built, 2)
-  state, metrics, alive = step_fn(state, *train.step_keys(seeds, 0))
+  step_fn = train.train_step_fn(built, seeds)
+  state, metrics, alive = step_fn(state)
   assert np.asarray(alive).tolist() == [True, False]
   assert np.asarray(state.step).tolist() == [1, 0]
   assert np.isfinite(np.asarray(metrics['loss'])[0])
@@ -56,7 +56,7 @@ def test_a_diverging_member_stops_alone(tiny_config):
   for a, b in zip(before, after):
     np.testing.assert_array_equal(a, b)
   # The frozen member stays frozen even once its step is behind.
-  state, _, alive = step_fn(state, *train.step_keys(seeds, 1))
+  state, _, alive = step_fn(state)
   assert np.asarray(state.step).tolist() == [2, 0]
   assert np.asarray(alive).tolist() == [True, False]
 

@@ -89,6 +89,17 @@ def get_config() -> ml_collections.ConfigDict:
       divergence_window=100,         # Steps the running loss level averages over.
   ))
 
+  # Devices (rnn_behaviour/parallel.py): a ('members', 'displays') mesh. The display axis of
+  # every batch is sharded over num_devices / member_shards devices, an ensemble's members over
+  # member_shards. Any layout computes the same numbers to float tolerance.
+  config.parallel = ml_collections.ConfigDict(dict(
+      num_devices=0,                 # 0: every visible device (all hosts'); N: the first N.
+      member_shards=1,               # Mesh size along the ensemble member axis.
+      cpu_devices=2,                 # The entry point splits a CPU host into this many JAX
+                                     # devices (0: JAX's default, one): XLA runs one device's
+                                     # step on about one core, so 2 use both of a laptop's.
+  ))
+
   config.eval = ml_collections.ConfigDict(dict(
       seed=1234,
       num_displays=256,

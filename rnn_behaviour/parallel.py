@@ -1,0 +1,213 @@
+"""Devices and hosts: the mesh a run trains on, its shardings, and the multi-process runtime.
+
+A run's devices form a 2-D `jax.sharding.Mesh` with axes ('members', 'displays'):
+- 'displays' shards the display axis of every batch (data parallel). Gradients are averaged
+  across it by the SPMD partitioner; the maths is the single-device maths, so any device count
+  gives the same numbers to float tolerance (random draws use partitionable threefry, whose
+  values do not depend on the sharding).
+- 'members' shards an ensemble's member axis (config.train.ensemble_size): each device group
+  trains its own members.
+config.parallel chooses the shape:
+  num_devices:  devices used (0: all visible; on many hosts, all of every host's).
+  member_shards: size of the 'members' axis (divides ensemble_size; the rest go to 'displays').
+With gradient accumulation (config.train.displays_per_chunk) chunks stay whole on a device:
+the chunks are dealt to the display devices in contiguous blocks, each device scans over its
+own, so the number of chunks must be a multiple of the display devices.
+
+Many hosts: `initialize_distributed` wraps `jax.distributed.initialize` (explicit coordinator
+flags, or JAX's auto-detection on Cloud TPU pods, Slurm and Open MPI). Every process runs the
+same program on the global mesh; each computes (and so "feeds") only its devices' shards of the
+batch, which is drawn on device from the step's key. Only process 0 writes files other than
+checkpoints (`is_chief`); Orbax writes checkpoints collectively.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from absl import logging
+import jax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+
+MEMBERS, DISPLAYS = 'members', 'displays'
+
+
+class ParallelConfigError(ValueError):
+  """config.parallel does not fit the devices or the batch."""
+
+
+def is_chief() -> bool:
+  """True on the process that writes metrics, configs, figures (process 0)."""
+  return jax.process_index() == 0
+
+
+def parallel_config(config) -> dict:
+  """config.parallel with defaults for configs written before it existed."""
+  section = config.get('parallel', None)
+  get = (lambda k, d: section.get(k, d)) if section is not None else (lambda k, d: d)
+  return {'num_devices': int(get('num_devices', 1)), 'member_shards': int(get('member_shards', 1)),
+          'cpu_devices': int(get('cpu_devices', 0))}
+
+
+def mesh_shape(config, num_available: int) -> tuple[int, int]:
+  """(member shards, display shards) of a run on `num_available` devices; fails naming fields.
+
+  Checks: num_devices <= available, member_shards divides both num_devices and the ensemble
+  size, the display shards divide config.train.displays_per_batch and (with gradient
+  accumulation) the number of chunks.
+  """
+  p = parallel_config(config)
+  num_devices = p['num_devices'] or num_available
+  if num_devices > num_available:
+    raise ParallelConfigError(
+        f'config.parallel.num_devices={num_devices} but only {num_available} devices are '
+        f'visible ({jax.devices()[0].platform}); on a CPU, start with '
+        f'XLA_FLAGS=--xla_force_host_platform_device_count={num_devices} or '
+        f'--cpu_devices={num_devices}, or set config.parallel.num_devices=0 (all)')
+  members = p['member_shards']
+  ensemble = int(config.train.get('ensemble_size', 1))
+  if members < 1 or num_devices % members:
+    raise ParallelConfigError(f'config.parallel.member_shards={members} must be a positive '
+                              f'divisor of the devices used ({num_devices})')
+  if ensemble % members:
+    raise ParallelConfigError(f'config.parallel.member_shards={members} must divide '
+                              f'config.train.ensemble_size={ensemble}')
+  displays = num_devices // members
+  batch = int(config.train.displays_per_batch)
+  if batch % displays:
+    raise ParallelConfigError(
+        f'config.train.displays_per_batch={batch} must be a multiple of the display shards '
+        f'({displays} = {num_devices} devices / config.parallel.member_shards={members})')
+  chunk = int(config.train.displays_per_chunk or 0)
+  if chunk and (batch // chunk) % displays:
+    raise ParallelConfigError(
+        f'config.train.displays_per_batch / displays_per_chunk = {batch // chunk} chunks must '
+        f'be a multiple of the display shards ({displays}) so that every chunk stays whole on '
+        'one device')
+  return members, displays
+
+
+def validate(config) -> None:
+  """Checks config.parallel's values that need no devices (types, ranges)."""
+  p = config.get('parallel', None)
+  if p is None:
+    return
+  for field in ('num_devices', 'member_shards', 'cpu_devices'):
+    value = p.get(field, 0 if field == 'cpu_devices' else 1)
+    minimum = 0 if field in ('num_devices', 'cpu_devices') else 1
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+      raise ParallelConfigError(f'config.parallel.{field} must be an integer >= {minimum}, '
+                                f'got {value!r}')
+
+
+def make_mesh(config, devices=None) -> Mesh:
+  """The run's ('members', 'displays') mesh over the first devices of `devices` (all)."""
+  devices = list(jax.devices() if devices is None else devices)
+  members, displays = mesh_shape(config, len(devices))
+  return jax.make_mesh((members, displays), (MEMBERS, DISPLAYS),
+                       axis_types=(AxisType.Auto, AxisType.Auto),
+                       devices=devices[:members * displays])
+
+
+def state_sharding(mesh: Mesh, state, num_members: int):
+  """Shardings of a train state: replicated, or split along the member axis of an ensemble."""
+  spec = P(MEMBERS) if num_members > 1 else P()
+  return jax.tree_util.tree_map(lambda _: NamedSharding(mesh, spec), state)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def shard_displays(tree, mesh: Mesh | None):
+  """Constrains the leading (display) axis of every leaf to the mesh's 'displays' axis."""
+  if mesh is None or mesh.shape[DISPLAYS] == 1:
+    return tree
+  return jax.tree_util.tree_map(
+      lambda a: jax.lax.with_sharding_constraint(a, NamedSharding(mesh, P(DISPLAYS))), tree)
+
+
+def shard_blocks(tree, mesh: Mesh | None):
+  """Constrains the leading (device block) axis of every leaf to 'displays' (chunked steps)."""
+  return shard_displays(tree, mesh)
+
+
+def barrier(name: str) -> None:
+  """Waits until every process of a multi-process job gets here (no-op in one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
+def single_process_options():
+  """Orbax options for a checkpoint read by this process alone (e.g. evaluation on process 0
+  of a multi-process job), so that Orbax waits for no other process."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  me = jax.process_index()
+  return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+
+
+@dataclasses.dataclass(frozen=True)
+class Distributed:
+  """How this process joined a multi-process job (or that it runs alone)."""
+  process_index: int
+  process_count: int
+  local_devices: int
+  global_devices: int
+
+
+def _cluster_environment() -> str | None:
+  """The name of a multi-process launcher detected from the environment, or None."""
+  if int(os.environ.get('SLURM_NTASKS', '1') or 1) > 1:
+    return 'Slurm'
+  if int(os.environ.get('OMPI_COMM_WORLD_SIZE', '1') or 1) > 1:
+    return 'Open MPI'
+  hosts = os.environ.get('TPU_WORKER_HOSTNAMES', '')
+  if ',' in hosts:
+    return 'Cloud TPU pod'
+  return None
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None, process_id: int | None = None,
+                           mode: str = 'auto', cpu_devices: int = 0) -> Distributed:
+  """Starts JAX's multi-process runtime when asked or when a cluster launched this process.
+
+  Args:
+    coordinator_address: HOST:PORT of process 0 (explicit mode: with num_processes and
+      process_id).
+    num_processes, process_id: this job's size and this process's index.
+    mode: 'auto' initialises with explicit arguments when given, else with JAX's own
+      auto-detection when the environment shows a multi-process launcher (Cloud TPU pod
+      workers, Slurm with several tasks, Open MPI); 'on' always initialises (JAX detects what
+      is not given); 'off' never.
+    cpu_devices: > 0 splits this host's CPU into that many JAX devices (jax_num_cpu_devices);
+      only possible before JAX has started its backends.
+
+  Must run before any JAX computation.
+  """
+  if mode not in ('auto', 'on', 'off'):
+    raise ValueError(f"distributed mode must be 'auto', 'on' or 'off', got {mode!r}")
+  if cpu_devices:
+    try:
+      jax.config.update('jax_num_cpu_devices', int(cpu_devices))
+    except RuntimeError as error:
+      logging.warning('--cpu_devices=%d ignored: %s', cpu_devices, error)
+  explicit = [coordinator_address, num_processes, process_id]
+  if any(v is not None for v in explicit) and mode != 'off':
+    if any(v is None for v in explicit):
+      raise ValueError('--coordinator_address, --num_processes and --process_id go together '
+                       f'(got {coordinator_address!r}, {num_processes!r}, {process_id!r})')
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=int(num_processes), process_id=int(process_id))
+  elif mode == 'on' or (mode == 'auto' and _cluster_environment()):
+    logging.info('Joining a multi-process job (%s).', _cluster_environment() or 'auto-detected')
+    jax.distributed.initialize()
+  info = Distributed(process_index=jax.process_index(), process_count=jax.process_count(),
+                     local_devices=jax.local_device_count(), global_devices=jax.device_count())
+  if info.process_count > 1:
+    logging.info('Process %d of %d: %d local devices of %d.', info.process_index,
+                 info.process_count, info.local_devices, info.global_devices)
+  return info
