@@ -1,4 +1,5 @@
-"""Circular helpers shared by every module: wrapping, distances, von Mises codes and statistics.
+"""Circular helpers shared by every module: wrapping, distances, von Mises codes and statistics,
+the von Mises log density, the nearest-item label of a response and the binning of distances.
 
 All angles are radians. Wrapped angles live in [-pi, pi).
 """
@@ -45,10 +46,21 @@ def von_mises_code(angle, num_neurons: int, concentration: float):
   return jnp.exp(concentration * (jnp.cos(angle[..., None] - prefs) - 1.0))
 
 
+def log_von_mises_from_cos(cos_delta, kappa):
+  """log vM at an angle whose cosine distance to the mean is cos_delta = cos(x - mu).
+
+  kappa cos(x - mu) - log(2 pi I0(kappa)), written as kappa (cos - 1) - log(2 pi i0e(kappa))
+  (log I0(k) = k + log i0e(k)), which stays bounded for large kappa. The project's one von
+  Mises log density: `log_von_mises` and every model that caches cosines (the mixture's EM)
+  call it; it equals NumPyro's `VonMises.log_prob`, which the NumPyro models use as their
+  observation distribution (tests/test_circular.py checks all three against scipy).
+  """
+  return kappa * (cos_delta - 1.0) - jnp.log(TWO_PI * jax.scipy.special.i0e(kappa))
+
+
 def log_von_mises(x, mu, kappa):
   """log vM(x; mu, kappa) = kappa cos(x - mu) - log(2 pi I0(kappa)), stable for large kappa."""
-  # log I0(k) = k + log(i0e(k)); subtracting kappa inside the cosine term keeps it bounded.
-  return kappa * (jnp.cos(x - mu) - 1.0) - jnp.log(TWO_PI * jax.scipy.special.i0e(kappa))
+  return log_von_mises_from_cos(jnp.cos(x - mu), kappa)
 
 
 def sample_von_mises(key, mu, kappa, shape=None):
@@ -75,3 +87,69 @@ def kappa_to_sd(kappa):
   kappa = jnp.asarray(kappa, dtype=jnp.float32)
   ratio = jax.scipy.special.i1e(kappa) / jax.scipy.special.i0e(kappa)
   return jnp.sqrt(-2.0 * jnp.log(jnp.clip(ratio, 1e-30, 1.0)))
+
+
+def nearest_item(response, items, preferred=None, mask=None):
+  """Index of the item whose feature is circularly nearest each response.
+
+  The one nearest-item label of the project (swap rates, swap labels, posterior-predictive
+  checks). Tie rule: a response equidistant from several items goes to `preferred` (the cued
+  item) when it is among the nearest, else to the lowest-indexed nearest item. So a response
+  midway between the target and a non-target is never called a swap. Ties have probability
+  zero for continuous responses but not for responses recorded on a grid (Bays 2009 records
+  whole degrees; its data give no exact ties, checked in tests/test_circular.py).
+
+  Args:
+    response: (...) angles (radians).
+    items: (..., N) item features, broadcast against response[..., None].
+    preferred: optional (...) int index that wins ties (the cued item).
+    mask: optional (..., N) bool, the items that exist (padding slots are never nearest).
+
+  Returns:
+    (...) int32 item indices (numpy arrays in, computed in their precision: numpy out).
+  """
+  xp = np if all(isinstance(a, (np.ndarray, float, int)) for a in (response, items)) else jnp
+  distance = xp.abs(wrap(xp.asarray(response)[..., None] - xp.asarray(items)))
+  if mask is not None:
+    distance = xp.where(mask, distance, xp.inf)
+  nearest = xp.argmin(distance, axis=-1).astype(xp.int32)   # argmin: lowest index on ties.
+  if preferred is None:
+    return nearest
+  preferred = xp.broadcast_to(xp.asarray(preferred, xp.int32), nearest.shape)
+  at_preferred = xp.take_along_axis(
+      xp.broadcast_to(distance, nearest.shape + distance.shape[-1:]), preferred[..., None],
+      axis=-1)[..., 0]
+  return xp.where(at_preferred <= xp.min(distance, axis=-1), preferred, nearest)
+
+
+# Distances within this of a bin edge count as on it. Angles stored in float32 (displays,
+# network responses) carry round-off of a few 1e-7 rad, so a grid distance that is exactly an
+# edge in radians (pi/4, pi/2, pi) can come out a hair below it; 1e-5 rad is far above that
+# round-off and far below any bin width in use (>= 0.1 rad).
+EDGE_TOLERANCE = 1e-5
+
+
+def bin_index(values, edges, tolerance: float = EDGE_TOLERANCE):
+  """Index of the bin of `edges` holding each value: the project's one binning rule.
+
+  Bins are left-closed, [e_b, e_{b+1}), and the last one is closed on both sides,
+  [e_{B-1}, e_B]; a value within `tolerance` of an edge is on that edge (so pi/4 computed in
+  float32 lands in the bin that starts at pi/4, and pi in the last bin). Values below e_0 or
+  above e_B are clipped into the end bins.
+
+  Args:
+    values: (...) numbers (numpy or jax).
+    edges: (B + 1,) increasing bin edges.
+    tolerance: how near an edge counts as on it.
+
+  Returns:
+    (...) int bin indices in [0, B) (numpy in, numpy out).
+  """
+  edges = np.asarray(edges, np.float64)
+  xp = np if isinstance(values, (np.ndarray, float, int)) else jnp
+  values = xp.asarray(values)
+  gap = xp.abs(values[..., None] - edges)
+  on_edge = gap <= tolerance
+  snapped = xp.where(on_edge.any(-1), xp.asarray(edges)[xp.argmin(gap, axis=-1)], values)
+  index = xp.searchsorted(xp.asarray(edges), snapped, side='right') - 1
+  return xp.clip(index, 0, len(edges) - 2)

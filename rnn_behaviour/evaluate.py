@@ -60,9 +60,13 @@ def sample_network(network: rnn.Network, variables, displays: task_lib.Displays,
 
 
 def nearest_item(responses, displays: task_lib.Displays):
-  """(K, S) index of the item whose report feature is nearest each response."""
-  distance = circular.circular_distance(responses[..., None], displays.report[:, None, :])
-  return jnp.argmin(distance, axis=-1)
+  """(K, S) index of the item whose report feature is nearest each response.
+
+  `circular.nearest_item` with the cued item winning ties (a response equidistant from the
+  target and a non-target is not a swap).
+  """
+  return circular.nearest_item(responses, displays.report[:, None, :],
+                               preferred=displays.cued[:, None])
 
 
 def item_frequencies(responses, displays: task_lib.Displays):
@@ -82,14 +86,15 @@ def swap_rate_by_cue_distance(frequencies, displays: task_lib.Displays, edges):
   Args:
     frequencies: (K, N) per-item rates (from `item_frequencies` or mixture weights).
     displays: the K displays.
-    edges: (B + 1,) bin edges in radians; distances outside are clipped into the end bins.
+    edges: (B + 1,) bin edges in radians, binned by `circular.bin_index` (left-closed bins,
+      the last closed on the right; distances outside are clipped into the end bins).
 
   Returns:
     rates (B,) (NaN for an empty bin) and counts (B,) of (display, non-target) pairs.
   """
   distance = np.asarray(task_lib.cue_distances(displays))
   mask = np.asarray(task_lib.nontarget_mask(displays))
-  bins = np.clip(np.digitize(distance, edges[1:-1] - 1e-6), 0, len(edges) - 2)
+  bins = circular.bin_index(distance, edges)
   frequencies = np.asarray(frequencies)
   rates, counts = [], []
   for b in range(len(edges) - 1):
@@ -169,7 +174,7 @@ def swap_function_of(fit, set_size: int, min_distance: float = 0.0,
   from rnn_behaviour.behaviour import bns  # pylint: disable=g-import-not-at-top
   rows = [r for r in bns.swap_function_grid(fit, num_points)
           if r['set_size'] == set_size and r['dimension'] == 'cue'
-          and r['distance'] >= min_distance - 1e-6]
+          and r['distance'] >= min_distance - circular.EDGE_TOLERANCE]
   if not rows:
     raise ValueError(f'the BNS fit has no cue-distance swap function for set size {set_size}')
   return {'distance': [r['distance'] for r in rows], 'mean': [r['logit_mean'] for r in rows],
