@@ -5,8 +5,10 @@
 
 Figures: mixture fit time for all 48 subject x set size cells (both models, compiled), the EM
 log-likelihood shortfall against the reference search, BNS SVI fit time on all 7271 trials
-(cold: including compilation; warm: a second fit), and the posterior-predictive sampler's
-responses per second (set size 2, 8-location displays).
+(cold: including compilation; warm: a second fit), 5-fold cross-validation of BNS on all
+trials (every fold fitted at once, vmapped SVI; wall and CPU seconds: CPU time is steadier on a
+shared machine), and the posterior-predictive sampler's responses per second (set size 2,
+8-location displays).
 """
 
 import argparse
@@ -33,6 +35,7 @@ def main():
                                                      'bays_data.mat'))
   parser.add_argument('--check_optimum', action='store_true')
   parser.add_argument('--svi_steps', type=int, default=2000)
+  parser.add_argument('--cv_steps', type=int, default=300)
   args = parser.parse_args()
   table = data.load_bays2009(args.data)
   cells, d = mixture.cell_data(table)
@@ -64,6 +67,19 @@ def main():
     warm = time.perf_counter() - t0
     emit(figure='bns_svi_fit_seconds', variant=label, trials=len(table),
          steps=args.svi_steps, cold=cold, warm=warm)
+
+  folds = bns.make_folds(jax.random.PRNGKey(7), len(table), 5)
+  for label, spec in (('pooled', bns.BNSSpec()), ('subject_effects',
+                                                   bns.BNSSpec(subject_effects=True))):
+    seconds = []
+    for _ in ('cold', 'warm'):
+      t0, c0 = time.perf_counter(), time.process_time()
+      cv = bns.cross_validate_folds(jax.random.PRNGKey(11), table, spec, folds,
+                                    num_steps=args.cv_steps)
+      seconds.append((time.perf_counter() - t0, time.process_time() - c0))
+    emit(figure='bns_cv_seconds', variant=label, folds=5, steps=args.cv_steps,
+         trials=len(table), cold=seconds[0][0], warm=seconds[1][0], cold_cpu=seconds[0][1],
+         warm_cpu=seconds[1][1], heldout_lpd=float(np.nansum(cv.lpd)))
 
   with tempfile.TemporaryDirectory() as tmp:
     bns.save(fit, os.path.join(tmp, surrogate.FIT_SUBDIR))

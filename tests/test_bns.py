@@ -123,7 +123,9 @@ def test_nuts_small():
 
 
 def test_likelihood_matches_direct_computation_torus_stable_subjects():
-  """trial_log_likelihood against a plain numpy mixture for the richest variant."""
+  """The model's observed site, scored by NumPyro's `log_likelihood` (`BNSFit.
+  trial_log_likelihood`), against a plain numpy mixture for the richest variant: the numbers
+  the hand-written likelihood gave before the model had an observed site."""
   rng = np.random.default_rng(0)
   tables = [simulated_table(seed=9 + i, num_displays=40, set_size=n)
             for i, n in enumerate((2, 3))]
@@ -137,8 +139,11 @@ def test_likelihood_matches_direct_computation_torus_stable_subjects():
   params = dict(swap_mean=np.array([-1.0, -2.0]), coef=rng.normal(0, 0.5, (2, 9)),
                 guess_logit=np.array([-2.0, -1.0, -3.0, 0.0]),
                 gamma=np.array([0.2, 0.3, 0.4, 0.5]), alpha=np.array([2.0, 1.0, 1.5, 1.2]))
-  ll = np.asarray(jax.jit(lambda p: bns.trial_log_likelihood(p, d, spec))(
-      jax.tree_util.tree_map(jnp.asarray, params)))
+  # One posterior draw; coef_raw is recovered from coef by BNSFit.latent_samples.
+  draw = dict(params, lengthscale=np.array([0.8, 1.3]), amplitude=np.array(1.5))
+  fit = bns.BNSFit(spec=spec, labels=labels, info={},
+                   samples={k: np.asarray(v, np.float32)[None] for k, v in draw.items()})
+  ll = np.asarray(fit.trial_log_likelihood(table))[0]
   x = np.linspace(-np.pi, np.pi, 4001)[:-1]
   for t in range(0, len(table), 7):
     n, k = table.set_size[t], table.cued[t]
@@ -179,3 +184,37 @@ def test_torus_stable_subject_effects_run():
   assert fit.samples['gamma'].shape == (50, 4) and fit.samples['coef'].shape == (50, 2, 9)
   rows = bns.swap_function_grid(fit, num_points=5)
   assert {r['dimension'] for r in rows} == {'cue', 'report'} and len(rows) == 20
+
+
+@pytest.mark.parametrize('emission', ['von_mises', 'wrapped_stable'])
+def test_predictive_replicates_have_the_mixture_moments(emission):
+  """`predictive_responses` (NumPyro's `Predictive` on the model's unobserved site) against the
+  exact first trigonometric moment of every trial's mixture under a fixed draw:
+  E[exp(i (y - r_k))] = sum_j w_j rho e^{i (r_j - r_k)}, rho = I1/I0(kappa) (von Mises) or
+  exp(-gamma^alpha) (wrapped stable), the guess contributing 0."""
+  table = simulated_table(seed=12, num_displays=150, set_size=3)
+  spec = bns.BNSSpec(num_fourier=2, emission=emission)
+  labels = bns.labels_of(table)
+  draw = dict(swap_mean=np.array([-0.5]), coef=np.array([[0.3, -0.4, 0.2]]),
+              guess_logit=np.array([-1.5]), lengthscale=np.array([1.0]),
+              amplitude=np.array(1.0))
+  draw.update(dict(kappa=np.array([6.0])) if emission == 'von_mises'
+              else dict(gamma=np.array([0.3]), alpha=np.array([1.5])))
+  fit = bns.BNSFit(spec=spec, labels=labels, info={},
+                   samples={k: np.asarray(v, np.float32)[None] for k, v in draw.items()})
+  reps = bns.predictive_responses(jax.random.PRNGKey(0), fit, table, num_draws=800)
+  assert reps.shape == (800, len(table)) and np.all(np.abs(reps) <= np.pi)
+  d, _ = bns.make_data(spec, table, labels)
+  w = np.asarray(jnp.exp(bns.trial_log_weights(
+      {k: jnp.asarray(v[0]) for k, v in fit.samples.items()}, d)))          # (T, 2 + J)
+  if emission == 'von_mises':
+    rho = float(jax.scipy.special.i1e(6.0) / jax.scipy.special.i0e(6.0))
+  else:
+    rho = float(np.exp(-0.3**1.5))
+  centres = np.asarray(d.centres)
+  target = table.target_report()
+  exact = rho * np.sum(w[:, 1:] * np.exp(1j * (centres - target[:, None])), axis=1)
+  observed = np.mean(np.exp(1j * (reps - target)), axis=0)
+  # Each trial's mean of 800 unit vectors: standard error <= 1 / sqrt(800) per component.
+  assert np.max(np.abs(observed - exact)) < 5 / np.sqrt(800)
+  assert abs(np.mean(observed - exact)) < 5 / np.sqrt(800 * len(table))

@@ -33,7 +33,14 @@ Indexing. Swap functions (mu, coefficients) are per set size, or one shared; the
 and the emission parameters are per set size (or shared) and, with `subject_effects`, per
 subject too. Set size 1 has no non-targets, so its swap function is never fitted nor reported.
 
-Fitting: SVI (default; a multivariate-normal guide, ELBO, Adam) or NUTS. A fit is saved as a
+The model observes the responses at its sample site 'response' (a `MixtureGeneral` of the
+uniform guess and each item's emission, `response_distribution`), so NumPyro's own tools do the
+rest: `Predictive` draws posterior-predictive replicates (`predictive_responses`) and
+`numpyro.infer.util.log_likelihood` gives per-trial log densities (`BNSFit.trial_log_likelihood`,
+the held-out lpd of `cross_validate_folds`).
+
+Fitting: SVI (default; a multivariate-normal guide, ELBO, Adam; run by `SVI.run` in chunks
+between which progress is shown and divergence checked) or NUTS. A fit is saved as a
 folder: `fit.json` (spec, labels, settings), `samples.npz` (posterior draws of every parameter)
 and, for SVI, `guide_params.npz`. `cross_validate` returns held-out log predictive densities by
 k-fold CV, fitting all folds at once (vmapped SVI).
@@ -53,7 +60,9 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import optax
+from numpyro.distributions import constraints
 from numpyro.infer import autoguide
+from numpyro.infer.util import log_likelihood
 
 from rnn_behaviour import circular
 from rnn_behaviour.behaviour import data as data_lib
@@ -62,7 +71,6 @@ DIMENSIONS = ('cue', 'report', 'torus')
 EMISSIONS = ('von_mises', 'wrapped_stable')
 INFERENCES = ('svi', 'nuts')
 _KERNEL_GRID = 256
-_LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,19 +186,17 @@ def basis_weights(spec: BNSSpec, lengthscales):
 class BNSData:
   """Trials as the model consumes them; J = N_max - 1 non-target slots.
 
-  cos_target: (T,) cos(y - r_k). cos_nontarget: (T, J) cos(y - r_j).
-  features: (T, J, B) swap-function basis at each non-target's distances.
-  nontarget_mask: (T, J). function_index: (T,) which swap function. group_index: (T,) which
-  guess logit / emission parameters. stable_cos: (T, 1 + J, P) cos(p (y - r_j)), p = 1..P,
-  target first (only for the wrapped-stable emission, else a (T, 1 + J, 0) placeholder).
+  response: (T,) y, the observed site. centres: (T, 1 + J) report features r_k, r_j of the
+  target and the non-targets (0 at padding). features: (T, J, B) swap-function basis at each
+  non-target's distances. nontarget_mask: (T, J). function_index: (T,) which swap function.
+  group_index: (T,) which guess logit / emission parameters.
   """
-  cos_target: jnp.ndarray
-  cos_nontarget: jnp.ndarray
+  response: jnp.ndarray
+  centres: jnp.ndarray
   features: jnp.ndarray
   nontarget_mask: jnp.ndarray
   function_index: jnp.ndarray
   group_index: jnp.ndarray
-  stable_cos: jnp.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,8 +238,6 @@ def make_data(spec: BNSSpec, table: data_lib.TrialTable, labels: Labels | None =
   if mask.shape[1] == 0:  # Only set size 1: keep one always-masked slot so shapes stay valid.
     dc, dr, nt_report, mask = (np.zeros((len(table), 1)),) * 3 + (np.zeros((len(table), 1),
                                                                            bool),)
-  err_t = table.error()
-  err_n = np.where(mask, circular.wrap(table.response[:, None] - nt_report), 0.0)
   fn = np.array([labels.function_of(spec, int(n)) for n in table.set_size])
   if spec.subject_effects:
     lookup = {s: i for i, s in enumerate(labels.subjects)}
@@ -244,18 +248,13 @@ def make_data(spec: BNSSpec, table: data_lib.TrialTable, labels: Labels | None =
   else:
     subj = np.zeros(len(table), np.int64)
   group = subj * labels.num_functions(spec) + fn
-  if spec.emission == 'wrapped_stable':
-    p = np.arange(1, spec.stable_terms + 1)
-    errs = np.concatenate([err_t[:, None], err_n], axis=1)
-    stable_cos = np.cos(errs[..., None] * p).astype(np.float32)
-  else:
-    stable_cos = np.zeros((len(table), mask.shape[1] + 1, 0), np.float32)
   features = basis_features(spec, jnp.asarray(dc, jnp.float32), jnp.asarray(dr, jnp.float32))
-  return BNSData(cos_target=jnp.asarray(np.cos(err_t), jnp.float32),
-                 cos_nontarget=jnp.asarray(np.cos(err_n), jnp.float32),
+  centres = np.concatenate([table.target_report()[:, None], np.where(mask, nt_report, 0.0)], 1)
+  return BNSData(response=jnp.asarray(table.response, jnp.float32),
+                 centres=jnp.asarray(centres, jnp.float32),
                  features=features * jnp.asarray(mask[..., None], jnp.float32),
                  nontarget_mask=jnp.asarray(mask), function_index=jnp.asarray(fn),
-                 group_index=jnp.asarray(group), stable_cos=jnp.asarray(stable_cos)), labels
+                 group_index=jnp.asarray(group)), labels
 
 
 def _stable_log_density(cos_table, gamma, alpha):
@@ -271,6 +270,57 @@ def _stable_log_density(cos_table, gamma, alpha):
   return jnp.log(jnp.maximum(dens, 1e-8))
 
 
+class WrappedStable(dist.Distribution):
+  """Wrapped symmetric alpha-stable law on the circle, characteristic function exp(-|gamma t|^a).
+
+  Density by its Fourier series truncated at `num_terms` (see `_stable_log_density`);
+  samples by Chambers-Mallows-Stuck, wrapped to [-pi, pi).
+  """
+  arg_constraints = {'loc': constraints.real, 'gamma': constraints.positive,
+                     'alpha': constraints.interval(0.0, 2.0)}
+  support = constraints.circular
+  reparametrized_params = []
+
+  def __init__(self, loc, gamma, alpha, num_terms: int = 64, *, validate_args=None):
+    self.loc, self.gamma, self.alpha = jnp.broadcast_arrays(loc, gamma, alpha)
+    self.num_terms = num_terms
+    super().__init__(batch_shape=jnp.shape(self.loc), validate_args=validate_args)
+
+  def sample(self, key, sample_shape=()):
+    from rnn_behaviour.behaviour import surrogate  # pylint: disable=g-import-not-at-top
+    shape = sample_shape + self.batch_shape
+    noise = surrogate.sample_symmetric_stable(key, jnp.broadcast_to(self.alpha, shape),
+                                              jnp.broadcast_to(self.gamma, shape))
+    return circular.wrap(self.loc + noise)
+
+  def log_prob(self, value):
+    p = jnp.arange(1, self.num_terms + 1, dtype=jnp.float32)
+    cos_table = jnp.cos((value - self.loc)[..., None] * p)
+    return _stable_log_density(cos_table, self.gamma, self.alpha)
+
+  pytree_data_fields = ('loc', 'gamma', 'alpha')
+  pytree_aux_fields = ('num_terms',)
+
+
+def response_distribution(params, d: BNSData, spec: BNSSpec):
+  """Every trial's response distribution under one parameter set: a `MixtureGeneral` of the
+  uniform guess, the target's and the non-targets' emissions, batch shape (T,)."""
+  log_w = trial_log_weights(params, d)                                  # (T, 2 + J)
+  num_trials = d.response.shape[0]
+  guess = dist.Uniform(-jnp.pi, jnp.pi).expand([num_trials])
+  if spec.emission == 'von_mises':
+    kappa = params['kappa'][d.group_index]
+    emit = lambda loc: dist.VonMises(loc, kappa)
+  else:
+    gamma, alpha = params['gamma'][d.group_index], params['alpha'][d.group_index]
+    emit = lambda loc: WrappedStable(loc, gamma, alpha, spec.stable_terms)
+  components = [guess] + [emit(d.centres[:, j]) for j in range(d.centres.shape[1])]
+  # Padded non-target slots have weight exactly 0 (logit -inf), which argument validation
+  # would reject as not a real number.
+  return dist.MixtureGeneral(dist.Categorical(logits=log_w, validate_args=False), components,
+                             support=constraints.circular)
+
+
 def trial_log_weights(params, d: BNSData):
   """log mixture weights of every trial, (T, 2 + J): guess, target, non-targets (-inf pads)."""
   mu = params['swap_mean'][d.function_index]
@@ -280,22 +330,6 @@ def trial_log_weights(params, d: BNSData):
   logits = jnp.concatenate(
       [u[:, None], jnp.zeros_like(u)[:, None], jnp.where(d.nontarget_mask, f, -jnp.inf)], -1)
   return jax.nn.log_softmax(logits, axis=-1)
-
-
-def trial_log_likelihood(params, d: BNSData, spec: BNSSpec):
-  """log p(y) of every trial under one parameter set (see `build_params`), (T,)."""
-  log_w = trial_log_weights(params, d)
-  if spec.emission == 'von_mises':
-    kappa = params['kappa'][d.group_index][:, None]
-    cos = jnp.concatenate([d.cos_target[:, None], d.cos_nontarget], axis=-1)
-    log_em = kappa * (cos - 1.0) - jnp.log(2 * jnp.pi * jax.scipy.special.i0e(kappa))
-  else:
-    gamma = params['gamma'][d.group_index][:, None]
-    alpha = params['alpha'][d.group_index][:, None]
-    log_em = _stable_log_density(d.stable_cos, jnp.broadcast_to(gamma, d.stable_cos.shape[:2]),
-                                 jnp.broadcast_to(alpha, d.stable_cos.shape[:2]))
-  terms = jnp.concatenate([(log_w[:, 0] - _LOG_2PI)[:, None], log_w[:, 1:] + log_em], axis=-1)
-  return jax.scipy.special.logsumexp(terms, axis=-1)
 
 
 def build_params(latent, spec: BNSSpec):
@@ -311,8 +345,13 @@ def build_params(latent, spec: BNSSpec):
   return out
 
 
-def model(d: BNSData, spec: BNSSpec, num_functions: int, num_groups: int, trial_weight=None):
-  """The NumPyro model. trial_weight (T,) 0/1 selects the trials that count (k-fold CV)."""
+def model(d: BNSData, spec: BNSSpec, num_functions: int, num_groups: int, trial_weight=None,
+          observe: bool = True):
+  """The NumPyro model; the responses are its observed site 'response' (T,).
+
+  trial_weight (T,) 0/1 selects the trials that count (k-fold CV). observe=False leaves the
+  responses unobserved, so that `Predictive` draws them (posterior-predictive replicates).
+  """
   latent = {}
   latent['lengthscale'] = numpyro.sample(
       'lengthscale', dist.LogNormal(*spec.log_lengthscale_prior).expand([spec.num_dims])
@@ -329,10 +368,11 @@ def model(d: BNSData, spec: BNSSpec, num_functions: int, num_groups: int, trial_
     else:
       latent['gamma'] = numpyro.sample('gamma', dist.LogNormal(*spec.log_gamma_prior))
       latent['alpha'] = numpyro.sample('alpha', dist.Uniform(*spec.alpha_range))
-  ll = trial_log_likelihood(build_params(latent, spec), d, spec)
-  if trial_weight is not None:
-    ll = ll * trial_weight
-  numpyro.factor('loglik', ll.sum())
+  responses = response_distribution(build_params(latent, spec), d, spec)
+  # k-fold CV: held-out trials are masked out of the likelihood (their log density is 0).
+  counted = True if trial_weight is None else trial_weight > 0
+  with numpyro.plate('trials', d.response.shape[0]), numpyro.handlers.mask(mask=counted):
+    numpyro.sample('response', responses, obs=d.response if observe else None)
 
 
 LATENT_SITES = ('lengthscale', 'amplitude', 'swap_mean', 'coef_raw', 'guess_logit', 'kappa',
@@ -349,7 +389,8 @@ class BNSFit:
   """A fitted BNS: spec, labels and S posterior draws of every parameter (numpy arrays).
 
   samples: swap_mean (S, F), coef (S, F, B), guess_logit (S, G), kappa (S, G) or gamma,
-  alpha (S, G), lengthscale (S, num_dims), amplitude (S,).
+  alpha (S, G), lengthscale (S, num_dims), amplitude (S,), coef_raw (S, F, B) (the latent
+  coefficients; absent from fits saved before it was kept, see `latent_samples`).
   """
   spec: BNSSpec
   labels: Labels
@@ -371,54 +412,58 @@ class BNSFit:
     return mean.reshape((-1,) + (1,) * (feats.ndim - 1)) + jnp.einsum('...b,sb->s...', feats,
                                                                        coef)
 
+  def latent_samples(self) -> dict:
+    """The draws of the model's latent sites (`LATENT_SITES`), what `Predictive` and
+    `log_likelihood` substitute into `model`. Fits saved before `coef_raw` was kept get it back
+    from coef = amplitude sqrt(q(lengthscale)) coef_raw (the weights are floored > 0)."""
+    out = {k: jnp.asarray(v) for k, v in self.samples.items() if k in LATENT_SITES}
+    if 'coef_raw' not in out:
+      weights = jax.vmap(lambda l: basis_weights(self.spec, l))(out['lengthscale'])  # (S, B)
+      scale = out['amplitude'][:, None, None] * jnp.sqrt(weights)[:, None, :]
+      out['coef_raw'] = jnp.asarray(self.samples['coef']) / scale
+    return out
+
+  def bound_model(self):
+    """`model` with this fit's spec and index sizes: f(d, trial_weight=None, observe=True)."""
+    nf, ng = self.labels.num_functions(self.spec), self.labels.num_groups(self.spec)
+    return lambda d, trial_weight=None, observe=True: model(d, self.spec, nf, ng, trial_weight,
+                                                            observe)
+
   def trial_log_likelihood(self, table: data_lib.TrialTable):
-    """(S, T) log p(y_t | draw s)."""
+    """(S, T) log p(y_t | draw s): NumPyro's `log_likelihood` at the 'response' site."""
     d, _ = make_data(self.spec, table, self.labels)
-    params = {k: jnp.asarray(v) for k, v in self.samples.items()}
-    return jax.lax.map(lambda p: trial_log_likelihood(p, d, self.spec), params, batch_size=16)
+    return heldout_log_likelihood(self.bound_model(), self.latent_samples(), d)
 
 
-def predictive_responses(key, fit_: 'BNSFit', table: data_lib.TrialTable, num_draws: int = 200,
-                         batch_size: int = 16) -> np.ndarray:
+def heldout_log_likelihood(bound_model, latent, d: BNSData, batch_size: int = 16):
+  """(S, T) log p(y_t | draw s) by `numpyro.infer.util.log_likelihood`, `batch_size` draws at
+  a time (bounds memory on large tables)."""
+  num = jax.tree_util.tree_leaves(latent)[0].shape[0]
+  pad = -num % batch_size
+  chunks = jax.tree_util.tree_map(
+      lambda v: jnp.concatenate([v, jnp.repeat(v[-1:], pad, 0)]).reshape(
+          (-1, batch_size) + v.shape[1:]), latent)
+  ll = jax.lax.map(lambda c: log_likelihood(bound_model, c, d, parallel=True)['response'],
+                   chunks)
+  return ll.reshape((-1,) + ll.shape[2:])[:num]
+
+
+def predictive_responses(key, fit_: 'BNSFit', table: data_lib.TrialTable,
+                         num_draws: int = 200) -> np.ndarray:
   """Posterior-predictive replicate responses on the table's own trials, (R, T) radians.
 
-  Replicate r uses one posterior draw for every trial (so statistics computed per replicate
-  carry the posterior's uncertainty) and each trial's own subject and set size (its own guess
-  logit and emission), unlike `surrogate`, which serves new displays of unknown subjects.
-  Draws are taken in order, cycling if `num_draws` exceeds the fit's.
-
-  Args:
-    key: PRNG key.
-    fit_: a fitted BNS (von Mises or wrapped-stable emission).
-    table: T trials whose subjects and set sizes the fit knows.
-    num_draws: R replicates.
+  NumPyro's `Predictive` on `model` with the responses unobserved: replicate r uses one
+  posterior draw for every trial (so statistics computed per replicate carry the posterior's
+  uncertainty) and each trial's own subject and set size (its own guess logit and emission),
+  unlike `surrogate`, which serves new displays of unknown subjects. Draws are taken in order,
+  cycling if `num_draws` exceeds the fit's.
   """
   d, _ = make_data(fit_.spec, table, fit_.labels)
   idx = np.arange(num_draws) % fit_.num_samples
-  params = {k: jnp.asarray(v[idx]) for k, v in fit_.samples.items()}
-  keys = jax.random.split(key, num_draws)
-  _, _, nt_report, mask = table.nontargets()
-  centres = jnp.asarray(np.concatenate([table.target_report()[:, None],
-                                        np.where(mask, nt_report, 0.0)], 1), jnp.float32)
-  if mask.shape[1] == 0:
-    centres = jnp.concatenate([centres, jnp.zeros_like(centres)], 1)   # make_data's pad slot.
-
-  def one(args):
-    p, k = args
-    key_comp, key_noise, key_guess = jax.random.split(k, 3)
-    log_w = trial_log_weights(p, d)                                   # (T, 2 + J)
-    comp = jax.random.categorical(key_comp, log_w, axis=-1)           # 0 guess, 1 target, ...
-    centre = jnp.take_along_axis(centres, jnp.maximum(comp - 1, 0)[:, None], 1)[:, 0]
-    if fit_.spec.emission == 'von_mises':
-      noise = circular.sample_von_mises(key_noise, 0.0, p['kappa'][d.group_index])
-    else:
-      from rnn_behaviour.behaviour import surrogate  # pylint: disable=g-import-not-at-top
-      noise = surrogate.sample_symmetric_stable(key_noise, p['alpha'][d.group_index],
-                                                p['gamma'][d.group_index])
-    guess = jax.random.uniform(key_guess, centre.shape, minval=-jnp.pi, maxval=jnp.pi)
-    return jnp.where(comp == 0, guess, circular.wrap(centre + noise))
-
-  return np.asarray(jax.lax.map(one, (params, keys), batch_size=batch_size), np.float64)
+  latent = {k: v[idx] for k, v in fit_.latent_samples().items()}
+  predictive = numpyro.infer.Predictive(fit_.bound_model(), posterior_samples=latent,
+                                        return_sites=['response'], batch_ndims=1)
+  return np.asarray(predictive(key, d, observe=False)['response'], np.float64)
 
 
 def _guide(spec_model, guide: str):
@@ -452,10 +497,10 @@ def _with_learning_rate(state, learning_rate: float):
 
 
 def _run_svi(svi, state, d, trial_weight, num_steps):
-  def body(state, _):
-    state, loss = svi.update(state, d, trial_weight)
-    return state, loss
-  return jax.lax.scan(body, state, None, length=num_steps)
+  """`num_steps` SVI steps from `state` by `SVI.run` (no progress bar: a `lax.scan`, so it
+  jits and vmaps over folds); returns (state, losses (num_steps,))."""
+  result = svi.run(None, num_steps, d, trial_weight, progress_bar=False, init_state=state)
+  return result.state, result.losses
 
 
 def _chunk_length(num_steps: int, max_chunks: int = 20) -> int:
@@ -626,7 +671,8 @@ def fit(key, table: data_lib.TrialTable, spec: BNSSpec = BNSSpec(), *, inference
     div = mcmc.get_extra_fields().get('diverging')
     info.update(num_warmup=num_warmup, divergences=int(np.sum(div)) if div is not None else -1)
   latent = {k: v for k, v in latent.items() if k in LATENT_SITES}
-  samples = jax.vmap(lambda lat: build_params(lat, spec))(latent)
+  samples = dict(jax.vmap(lambda lat: build_params(lat, spec))(latent),
+                 coef_raw=latent['coef_raw'])
   samples = {k: np.asarray(v) for k, v in jax.device_get(samples).items()}
   info['fit_seconds'] = time.time() - start
   return BNSFit(spec=spec, labels=labels, samples=samples, info=info,
@@ -702,12 +748,16 @@ def cross_validate_folds(key, table: data_lib.TrialTable, spec: BNSSpec, folds: 
   num_train = np.asarray(weights.sum(1))
   run_one = jax.jit(lambda st, w: _run_svi(svi, st, d, w, chunk))    # Refits, one fold.
 
+  nf, ng = labels.num_functions(spec), labels.num_groups(spec)
+  bound = lambda d, trial_weight=None, observe=True: model(d, spec, nf, ng, trial_weight,
+                                                           observe)
+
+  @jax.jit
   def heldout(state, k):
     params = svi.get_params(state)
     latent = g.sample_posterior(k, params, sample_shape=(num_samples,))
     latent = {n: v for n, v in latent.items() if n in LATENT_SITES}
-    draws = jax.vmap(lambda lat: build_params(lat, spec))(latent)
-    ll = jax.lax.map(lambda p: trial_log_likelihood(p, d, spec), draws, batch_size=16)
+    ll = heldout_log_likelihood(bound, latent, d)
     return jax.scipy.special.logsumexp(ll, axis=0) - jnp.log(num_samples)
 
   out = np.full(len(table), np.nan)

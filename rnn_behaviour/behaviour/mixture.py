@@ -51,7 +51,11 @@ class CellData:
   cos_target: (C, L) cos(y - r_k).   cos_nontarget: (C, L, N') cos(y - r_j).
   nontarget_mask: (C, L, N') real non-targets.   trial_mask: (C, L) real (and selected) trials.
   trial_index: (C, L) row of each slot in the source table (-1 for padding).
+  response: (C, L) y (0 at padding).   centres: (C, L, 1 + N') r_k, then the r_j (0 at pads):
+  what the NumPyro model's observed site needs.
   """
+  response: jnp.ndarray
+  centres: jnp.ndarray
   cos_target: jnp.ndarray
   cos_nontarget: jnp.ndarray
   nontarget_mask: jnp.ndarray
@@ -85,6 +89,8 @@ def cell_data(table: data_lib.TrialTable):
   cos_n = np.zeros((len(cells), length, n_nt))
   mask_n = np.zeros((len(cells), length, n_nt), bool)
   trial_index = np.full((len(cells), length), -1, np.int64)
+  response = np.zeros((len(cells), length))
+  centres = np.zeros((len(cells), length, 1 + n_nt))
   # Stable sort keeps each cell's trials in table order.
   order = np.argsort(index, kind='stable')
   slot = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -94,16 +100,17 @@ def cell_data(table: data_lib.TrialTable):
     cos_n[rows, cols] = np.where(nt_mask[order], np.cos(nt_err[order]), 0.0)
     mask_n[rows, cols] = nt_mask[order]
   trial_index[rows, cols] = order
-  return cells, CellData(cos_target=jnp.asarray(cos_t, jnp.float32),
+  response[rows, cols] = table.response[order]
+  centres[rows, cols, 0] = table.target_report()[order]
+  if nt_mask.shape[1]:
+    centres[rows, cols, 1:] = np.where(nt_mask[order], nt_report[order], 0.0)
+  return cells, CellData(response=jnp.asarray(response, jnp.float32),
+                         centres=jnp.asarray(centres, jnp.float32),
+                         cos_target=jnp.asarray(cos_t, jnp.float32),
                          cos_nontarget=jnp.asarray(cos_n, jnp.float32),
                          nontarget_mask=jnp.asarray(mask_n),
                          trial_mask=jnp.asarray(trial_index >= 0),
                          trial_index=jnp.asarray(trial_index))
-
-
-def _log_norm(kappa):
-  """log(2 pi I0(kappa)) - kappa, so that log vM(x; mu, kappa) = kappa (cos - 1) - this."""
-  return jnp.log(2.0 * jnp.pi * jax.scipy.special.i0e(kappa))
 
 
 def _log_components(params, d: CellData):
@@ -113,12 +120,12 @@ def _log_components(params, d: CellData):
   """
   kc = params['kappa'][..., None]            # (..., C, 1): broadcasts over trials.
   kn = kc[..., None]                         # (..., C, 1, 1): ... and non-targets.
-  log_t = (jnp.log(params['p_t'])[..., None]
-           + kc * (d.cos_target - 1.0) - _log_norm(kc))
+  log_t = jnp.log(params['p_t'])[..., None] + circular.log_von_mises_from_cos(d.cos_target, kc)
   num_nt = jnp.maximum(d.nontarget_mask.sum(-1), 1)
   log_pn = jnp.log(params['p_n'])[..., None] - jnp.log(num_nt)
   log_n = jnp.where(d.nontarget_mask,
-                    log_pn[..., None] + kn * (d.cos_nontarget - 1.0) - _log_norm(kn), -jnp.inf)
+                    log_pn[..., None] + circular.log_von_mises_from_cos(d.cos_nontarget, kn),
+                    -jnp.inf)
   log_u = jnp.broadcast_to(jnp.log(params['p_u'])[..., None] - _LOG_2PI, log_t.shape)
   return jnp.concatenate([log_t[..., None], log_u[..., None], log_n], axis=-1)
 
@@ -375,7 +382,8 @@ def reference_fit(d: CellData, cell: int, three: bool, num_starts: int = 40, see
 
 
 def numpyro_model(d: CellData, three: bool = True, kappa_prior=(np.log(5.0), 1.5)):
-  """The mixture model with priors, all cells at once (a `cells` plate).
+  """The mixture model with priors, all cells at once (a `cells` plate); the responses are
+  the observed site 'response' (`response_distribution`, padding slots masked out).
 
   Priors: log kappa ~ N(log 5, 1.5^2); (pT, pU) ~ Dirichlet(1, 1) or (pT, pN, pU) ~
   Dirichlet(1, 1, 1) (for cells without non-targets pN is fixed at 0 and (pT, pU) ~ Dir(1, 1)).
@@ -394,9 +402,31 @@ def numpyro_model(d: CellData, three: bool = True, kappa_prior=(np.log(5.0), 1.5
     for name, value in (('p_t', p_t), ('p_n', p_n), ('p_u', p_u)):
       if not (name == 'p_t' and not three):
         numpyro.deterministic(name, value)
-    params = dict(kappa=kappa, p_t=jnp.clip(p_t, 1e-12), p_n=jnp.clip(p_n, 1e-12),
-                  p_u=jnp.clip(p_u, 1e-12))
-    numpyro.factor('loglik', log_likelihood(params, d))
+  params = dict(kappa=kappa, p_t=jnp.clip(p_t, 1e-12), p_n=jnp.clip(p_n, 1e-12),
+                p_u=jnp.clip(p_u, 1e-12))
+  with numpyro.handlers.mask(mask=d.trial_mask):
+    numpyro.sample('response', response_distribution(params, d), obs=d.response)
+
+
+def response_distribution(params, d: CellData):
+  """Every trial slot's response distribution, batch shape (C, L): a `MixtureGeneral` of the
+  target's von Mises, the uniform guess and each non-target's von Mises (weight pN / (N - 1)).
+
+  params: dict of (C,) arrays kappa, p_t, p_n, p_u. Padding slots are scored too; mask them.
+  """
+  num_nt = jnp.maximum(d.nontarget_mask.sum(-1), 1)                          # (C, L)
+  log_pn = jnp.log(params['p_n'])[:, None] - jnp.log(num_nt)
+  logits = jnp.concatenate([
+      jnp.broadcast_to(jnp.log(params['p_t'])[:, None, None], num_nt.shape + (1,)),
+      jnp.broadcast_to(jnp.log(params['p_u'])[:, None, None], num_nt.shape + (1,)),
+      jnp.where(d.nontarget_mask, log_pn[..., None], -jnp.inf)], axis=-1)
+  kappa = jnp.broadcast_to(params['kappa'][:, None], num_nt.shape)
+  guess = dist.Uniform(-jnp.pi, jnp.pi).expand(num_nt.shape)
+  items = [dist.VonMises(d.centres[..., j], kappa) for j in range(d.centres.shape[-1])]
+  # Absent non-targets have weight exactly 0 (logit -inf), which validation would reject.
+  return dist.MixtureGeneral(dist.Categorical(logits=logits, validate_args=False),
+                             items[:1] + [guess] + items[1:],
+                             support=dist.constraints.circular)
 
 
 def fit_bayesian(key, d: CellData, three: bool = True, num_warmup: int = 500,

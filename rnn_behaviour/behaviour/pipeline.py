@@ -639,12 +639,18 @@ def plot_error_histograms(table, mixture_fits, fit: bns_lib.BNSFit, path: str, k
 
 
 def _distance_bins(distance: np.ndarray, max_unique: int = 12, num_bins: int = 8):
-  """Bin index of each |cue distance| and the bin centres: exact values when they are few."""
+  """Bin index of each |cue distance| and the bin centres: exact values when they are few.
+
+  Few distinct values (a grid of locations, up to `circular.EDGE_TOLERANCE` apart): one bin
+  per value. Otherwise `num_bins` equal bins over [0, pi] by `circular.bin_index`.
+  """
   values = np.unique(np.round(distance, 6))
   if len(values) <= max_unique:
-    return np.searchsorted(values, np.round(distance, 6)), values
+    # Each value is its own bin: edges halfway between neighbouring values.
+    edges = np.concatenate([[-np.inf], (values[1:] + values[:-1]) / 2, [np.inf]])
+    return circular.bin_index(distance, edges), values
   edges = np.linspace(0, np.pi, num_bins + 1)
-  return np.clip(np.digitize(distance, edges) - 1, 0, num_bins - 1), (edges[1:] + edges[:-1]) / 2
+  return circular.bin_index(distance, edges), (edges[1:] + edges[:-1]) / 2
 
 
 def swap_probability_by_distance(table, fit: bns_lib.BNSFit, set_size: int, key,
@@ -664,13 +670,15 @@ def swap_probability_by_distance(table, fit: bns_lib.BNSFit, set_size: int, key,
                              batch_size=32))[..., 2:]                          # (S, T, J)
   dc, _, nt_report, mask = sub.nontargets()
   bins, centres = _distance_bins(np.abs(dc[mask]))
-  # Nearest item to the response, among target and non-targets.
+  # Nearest item to the response (`circular.nearest_item`, the target winning ties): slot 0 the
+  # target, slot 1 + j non-target j.
+  items = np.concatenate([sub.target_report()[:, None], np.where(mask, nt_report, 0.0)], 1)
+  exists = np.concatenate([np.ones((len(sub), 1), bool), mask], 1)
+
   def nearest_rate(resp):
-    dist_t = np.abs(circular.wrap(resp - sub.target_report()[:, None]))       # (T, R)
-    dist_n = np.where(mask[:, :, None], np.abs(circular.wrap(resp[:, None, :]
-                                                             - nt_report[:, :, None])), np.inf)
-    best_n = dist_n.min(1)
-    return ((dist_n == best_n[:, None]) & (best_n < dist_t)[:, None]).mean(-1)  # (T, J)
+    nearest = np.asarray(circular.nearest_item(resp, items[:, None, :], preferred=0,
+                                               mask=exists[:, None, :]))          # (T, R)
+    return (nearest[:, None, :] == 1 + np.arange(mask.shape[1])[None, :, None]).mean(-1)
   empirical = nearest_rate(sub.response[:, None])
   model_resp = surrogate.from_fit(fit, set_size).sample_responses(key, sub.displays(),
                                                                   responses_per_trial)
