@@ -11,17 +11,22 @@ The event files are written with tensorboardX (pure Python; its only dependencie
 protobuf and packaging, are installed with the package already; about 0.7 MB): CLU's
 `metric_writers` would write them through TensorFlow's summary ops, which this project does not
 depend on. `read_event_scalars` reads them back without TensorFlow or TensorBoard.
+
+Paths go through etils `epath`; on a `gs://` workdir tensorboardX writes its events through
+google-cloud-storage (the package's `gcs` extra installs both).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import struct
 from typing import Mapping
 
+from etils import epath
 import numpy as np
+
+from rnn_behaviour import workdir as workdir_lib
 
 JSONL_FILE = 'metrics.jsonl'
 
@@ -54,12 +59,12 @@ class MetricWriter:
   def __init__(self, workdir: str, *, jsonl_name: str = JSONL_FILE, tensorboard: bool = True,
                resume_step: int | None = None):
     self.workdir = workdir
-    self.jsonl_path = os.path.join(workdir, jsonl_name)
+    self.jsonl_path = os.fspath(epath.Path(workdir) / jsonl_name)
     self._active = _is_chief()
     self._tb = None
     if not self._active:
       return
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     if tensorboard:
       import tensorboardX  # pylint: disable=g-import-not-at-top
       self._tb = tensorboardX.SummaryWriter(logdir=workdir, purge_step=resume_step or None,
@@ -70,8 +75,7 @@ class MetricWriter:
     record = {'step': int(step), **{k: _as_float(k, v) for k, v in scalars.items()}}
     if not self._active:
       return record
-    with open(self.jsonl_path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    workdir_lib.append_jsonl(self.jsonl_path, record, sort_keys=False)
     if self._tb is not None:
       for name, value in record.items():
         if name != 'step':
@@ -96,15 +100,15 @@ class MetricWriter:
 
 def read_jsonl(path: str) -> list[dict]:
   """The records of a JSON-lines metrics file, in order ([] if it does not exist)."""
-  if not os.path.exists(path):
+  path = epath.Path(path)
+  if not path.exists():
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _records(path: str):
   """The payloads of a TFRecord file: [length u64][crc u32][data][crc u32] each."""
-  with open(path, 'rb') as f:
+  with epath.Path(path).open('rb') as f:
     while header := f.read(12):
       if len(header) < 12:
         raise ValueError(f'{path}: truncated record header')
@@ -123,8 +127,8 @@ def read_event_scalars(path: str) -> dict[str, list[tuple[int, float]]]:
       (that is, creation-time) order.
   """
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  files = sorted(glob.glob(os.path.join(path, 'events.out.tfevents.*'))) \
-      if os.path.isdir(path) else [path]
+  path = epath.Path(path)
+  files = sorted(path.glob('events.out.tfevents.*')) if path.is_dir() else [path]
   scalars: dict[str, list[tuple[int, float]]] = {}
   for name in files:
     for data in _records(name):

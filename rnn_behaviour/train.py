@@ -34,12 +34,12 @@ import dataclasses
 import functools
 import json
 import os
-import shutil
 import socket
 import time
 from typing import Any, Callable
 
 from absl import logging
+from etils import epath
 import flax
 import jax
 import jax.numpy as jnp
@@ -370,6 +370,11 @@ def _best_metric(metrics) -> float:
   return float(metrics['loss_level'])
 
 
+def _absolute(path) -> epath.Path:
+  """An absolute path (Orbax wants one); cloud paths are absolute already."""
+  return epath.Path(os.path.abspath(path) if workdir_lib.is_local(path) else path)
+
+
 def checkpoint_manager(workdir: str, train_config, read_only: bool = False
                        ) -> ocp.CheckpointManager:
   """Orbax manager of <workdir>/checkpoints.
@@ -380,7 +385,7 @@ def checkpoint_manager(workdir: str, train_config, read_only: bool = False
   existed are rotated by recency only. `read_only` opens an existing directory without creating,
   saving or deleting anything.
   """
-  path = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+  path = _absolute(workdir) / CHECKPOINT_DIR
   if jax.process_count() > 1:
     _write_replicated_arrays_whole()
   if read_only:
@@ -426,19 +431,17 @@ def restore_latest(manager: ocp.CheckpointManager, template: TrainState) -> Trai
 
 def _metric_files(workdir: str) -> list[str]:
   """The run's metrics.jsonl and, for an ensemble, each member's copy."""
-  members = os.path.join(workdir, MEMBERS_DIR)
-  extra = sorted(os.path.join(members, d, METRICS_FILE) for d in os.listdir(members)
-                 ) if os.path.isdir(members) else []
-  return [os.path.join(workdir, METRICS_FILE)] + extra
+  members = epath.Path(workdir) / MEMBERS_DIR
+  extra = sorted(d / METRICS_FILE for d in members.iterdir()) if members.is_dir() else []
+  return [epath.Path(workdir) / METRICS_FILE] + extra
 
 
 def _truncate_metrics(path: str, last_step: int) -> None:
   """Drops metric lines past a restored step (and torn lines), so a resumed log has neither
   duplicates nor a half-written record; the file is replaced atomically."""
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     return
-  with open(path) as f:
-    num_lines = sum(1 for line in f if line.strip())
+  num_lines = sum(1 for line in epath.Path(path).read_text().splitlines() if line.strip())
   kept = [r for r in workdir_lib.read_jsonl(path) if r.get('step', 0) <= last_step]
   if len(kept) != num_lines:
     workdir_lib.write_jsonl_atomic(path, kept)
@@ -449,7 +452,7 @@ def read_metrics(workdir: str, member: int | None = None) -> list[dict]:
 
   A torn line (a write cut short by a kill) is dropped with a warning.
   """
-  records = workdir_lib.read_jsonl(os.path.join(workdir, METRICS_FILE))
+  records = workdir_lib.read_jsonl(epath.Path(workdir) / METRICS_FILE)
   for record in records:
     if 'member' in record:
       record['member'] = int(record['member'])
@@ -470,10 +473,10 @@ _HORIZON = 'train.decay_steps (effective: the cosine schedule\'s length)'
 
 
 def _saved_config(workdir: str) -> dict | None:
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / 'config.json'
+  if not path.exists():
     return None
-  with open(path) as f:
+  with path.open() as f:
     try:
       return json.load(f)
     except ValueError as error:
@@ -549,14 +552,17 @@ def check_resumable(config, workdir: str) -> None:
 
 def save_config(config, workdir: str, extra: dict | None = None) -> None:
   """Writes the resolved config (plus `extra` top-level entries) to <workdir>/config.json."""
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   content = json.loads(config.to_json_best_effort())
   content.update(extra or {})
-  path = os.path.join(workdir, 'config.json')
-  temporary = path + f'.{os.getpid()}.tmp'
-  with open(temporary, 'w') as f:
-    json.dump(content, f, indent=2, sort_keys=True)
-  os.replace(temporary, path)
+  text = json.dumps(content, indent=2, sort_keys=True)
+  path = epath.Path(workdir) / 'config.json'
+  if not workdir_lib.is_local(workdir):
+    path.write_text(text)    # One object write: atomic by itself.
+    return
+  temporary = path.with_name(f'config.json.{os.getpid()}.tmp')
+  temporary.write_text(text)
+  temporary.replace(path)
 
 
 def record_history(config, workdir: str, event: str, step: int, extra: dict | None = None
@@ -566,8 +572,8 @@ def record_history(config, workdir: str, event: str, step: int, extra: dict | No
   A workdir trained before the history existed first gets its config.json recorded, so every
   config a workdir has run under stays on file.
   """
-  path = os.path.join(workdir, HISTORY_FILE)
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / HISTORY_FILE
+  if not path.exists():
     saved = _saved_config(workdir)
     if saved is not None:
       workdir_lib.append_jsonl(path, {'event': 'recorded from config.json', 'config': saved})
@@ -584,27 +590,29 @@ def supersede(workdir: str) -> str | None:
   events, members/, eval/ and analysis outputs, and a copy of config.json move; the config
   history stays (and records the restart).
   """
+  root = epath.Path(workdir)
   names = [n for n in (CHECKPOINT_DIR, METRICS_FILE, MEMBERS_DIR, 'eval', 'analysis',
-                       'analysis_paper') if os.path.exists(os.path.join(workdir, n))]
-  names += sorted(n for n in os.listdir(workdir) if n.startswith('events.out.tfevents.'))
+                       'analysis_paper') if (root / n).exists()]
+  names += sorted(p.name for p in root.iterdir() if p.name.startswith('events.out.tfevents.'))
   if not names:
     return None
-  target = os.path.join(workdir, SUPERSEDED_DIR, time.strftime('%Y%m%d-%H%M%S'))
-  while os.path.exists(target):
-    target += '_'
-  os.makedirs(target)
+  stamp = time.strftime('%Y%m%d-%H%M%S')
+  while (root / SUPERSEDED_DIR / stamp).exists():
+    stamp += '_'
+  target = root / SUPERSEDED_DIR / stamp
+  target.mkdir(parents=True)
   for name in names:
-    os.rename(os.path.join(workdir, name), os.path.join(target, name))
-  if os.path.exists(os.path.join(workdir, 'config.json')):
-    shutil.copy2(os.path.join(workdir, 'config.json'), target)
-  return target
+    (root / name).rename(target / name)
+  if (root / 'config.json').exists():
+    (root / 'config.json').copy(target / 'config.json')
+  return os.fspath(target)
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a training run saved in its workdir."""
   saved = _saved_config(workdir)
   if saved is None:
-    raise FileNotFoundError(f'{os.path.join(workdir, "config.json")}: not a training workdir '
+    raise FileNotFoundError(f'{epath.Path(workdir) / "config.json"}: not a training workdir '
                             '(no config.json)')
   saved.pop('initialised_from', None)
   return ml_collections.ConfigDict(saved)
@@ -618,7 +626,7 @@ def load_trained(config, workdir: str, member: int | None = None
   stacked ensemble state.
   """
   if not _has_checkpoints(workdir):
-    raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}; '
+    raise FileNotFoundError(f'no checkpoint in {epath.Path(workdir) / CHECKPOINT_DIR}; '
                             'train first (--mode=train)')
   built = build(config, behaviour_model=False)
   template = init_states(built, member_seeds(config))
@@ -628,7 +636,7 @@ def load_trained(config, workdir: str, member: int | None = None
   finally:
     manager.close()
   if state is None:
-    raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}; '
+    raise FileNotFoundError(f'no checkpoint in {epath.Path(workdir) / CHECKPOINT_DIR}; '
                             'train first (--mode=train)')
   if member is not None and ensemble_size(config) > 1:
     if not 0 <= member < ensemble_size(config):
@@ -660,7 +668,7 @@ def initialise_from(config, state: TrainState, tx: optax.GradientTransformation
 
   Returns the new state and a record of the source for config.json.
   """
-  source_dir = os.path.abspath(config.train.init_from)
+  source_dir = os.fspath(_absolute(config.train.init_from))
   source_config = load_run_config(source_dir)
   fields = []
   for section in SHAPE_SECTIONS:
@@ -761,7 +769,7 @@ def _writers(workdir: str, num_members: int, start: int) -> list[metric_writers.
   writers = []
   for i in range(num_members):
     writers.append(metric_writers.MetricWriter(
-        os.path.join(workdir, MEMBERS_DIR, f'member_{i}'), resume_step=start))
+        os.fspath(epath.Path(workdir) / MEMBERS_DIR / f'member_{i}'), resume_step=start))
   return writers
 
 
@@ -860,7 +868,7 @@ def _train_locked(config, workdir: str, event: str | None) -> TrainState:
     logging.info('Devices: %d (%s) in a mesh of %s over %d process(es).', built.mesh.size,
                  built.mesh.devices.flat[0].platform, dict(built.mesh.shape),
                  jax.process_count())
-  checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
+  checkpoints = os.fspath(epath.Path(workdir) / CHECKPOINT_DIR)
   writers = _writers(workdir, num_members, start) if chief else []
   reporter = progress.ProgressReporter(c.num_steps, 'training', start=start)
   # The last saved state (a copy on the devices), to roll a diverging member back to.
@@ -959,5 +967,4 @@ def _append_member_record(workdir: str, step: int, member: int, scalars: dict,
   """One ensemble member's record in the run's metrics.jsonl (format: step, member, metrics)."""
   record = {'step': int(step), 'member': int(member),
             **{k: float(v) for k, v in scalars.items()}, 'steps_per_s': float(rate)}
-  with open(os.path.join(workdir, METRICS_FILE), 'a') as f:
-    f.write(json.dumps(record) + '\n')
+  workdir_lib.append_jsonl(epath.Path(workdir) / METRICS_FILE, record, sort_keys=False)

@@ -13,6 +13,12 @@ path:
   host (whose liveness cannot be checked from here), makes the second trainer fail.
 - `read_jsonl(path)`: JSON lines that survive a torn last line (a process killed mid-write):
   unparsable lines are dropped with a warning naming the file and line.
+
+Paths go through etils `epath`, so a workdir may be a cloud path (`gs://bucket/run`, with
+`etils[epath-gcs]` installed). Object stores have no exclusive create, no append and no
+rename of folders: there the lock is best effort (an existing lock is honoured, but two
+trainers starting in the same second could both take it), appending rewrites the object, and
+an atomic replace is a single object write (atomic by itself).
 """
 
 from __future__ import annotations
@@ -20,12 +26,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import tempfile
 import time
 from typing import Iterator
 
 from absl import logging
+from etils import epath
 
 LOCK_FILE = 'train.lock'
 CHECKPOINT_DIR = 'checkpoints'
@@ -39,10 +47,15 @@ class WorkdirLocked(WorkdirError):
   """Another live process is training in this workdir."""
 
 
-def has_checkpoint(path: str) -> bool:
+def is_local(path) -> bool:
+  """False for cloud paths (`gs://...`, `s3://...`), True for files on this machine."""
+  return not re.match(r'^[a-zA-Z][a-zA-Z0-9+.-]*://', os.fspath(path))
+
+
+def has_checkpoint(path) -> bool:
   """Whether `path/checkpoints` holds at least one step directory."""
-  checkpoints = os.path.join(path, CHECKPOINT_DIR)
-  return os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints))
+  checkpoints = epath.Path(path) / CHECKPOINT_DIR
+  return checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
 
 
 def _nearest_existing(path: str) -> str:
@@ -55,13 +68,21 @@ def _nearest_existing(path: str) -> str:
   return path
 
 
-def _writable(directory: str) -> bool:
+def _writable(directory) -> bool:
   """Whether a file can be created in `directory` (tried, since os.access lies to root)."""
+  if is_local(directory):
+    try:
+      with tempfile.TemporaryFile(dir=os.fspath(directory)):
+        return True
+    except OSError:
+      return False
+  probe = epath.Path(directory) / f'.write_probe.{socket.gethostname()}.{os.getpid()}'
   try:
-    with tempfile.TemporaryFile(dir=directory):
-      return True
-  except OSError:
-    return False
+    probe.write_text('')
+    probe.unlink()
+    return True
+  except Exception:  # pylint: disable=broad-except
+    return False      # Cloud file systems raise their own errors (permissions, no bucket).
 
 
 def check(path: str, *, needs_checkpoint: bool = False) -> None:
@@ -72,12 +93,15 @@ def check(path: str, *, needs_checkpoint: bool = False) -> None:
     needs_checkpoint: the job reads a trained network (evaluate, analyse), so a checkpoint must
       already be there; nothing is created in that case.
   """
-  if os.path.exists(path) and not os.path.isdir(path):
+  workdir = epath.Path(path)
+  if workdir.exists() and not workdir.is_dir():
     raise WorkdirError(f'--workdir={path} is a file, not a directory; pass a directory')
-  if not os.path.exists(path):
+  if not workdir.exists():
     if needs_checkpoint:
       raise WorkdirError(f'--workdir={path} does not exist; train first (--mode=train) or pass '
                          'the workdir of a trained run')
+    if not is_local(path):
+      return             # A cloud folder exists once something is written under it.
     ancestor = _nearest_existing(path)
     if not os.path.isdir(ancestor):
       raise WorkdirError(f'--workdir={path} cannot be created: {ancestor} is a file')
@@ -102,10 +126,9 @@ def _pid_alive(pid: int) -> bool:
   return True
 
 
-def _read_owner(lock_path: str) -> dict | None:
+def _read_owner(lock_path) -> dict | None:
   try:
-    with open(lock_path) as f:
-      return json.load(f)
+    return json.loads(epath.Path(lock_path).read_text())
   except FileNotFoundError:
     return None
   except (OSError, ValueError):
@@ -119,6 +142,12 @@ def _describe(owner: dict) -> str:
 
 
 def _try_create(lock_path: str, owner: dict) -> bool:
+  if not is_local(lock_path):
+    # Best effort on object stores (no exclusive create): honour an existing lock.
+    if epath.Path(lock_path).exists():
+      return False
+    epath.Path(lock_path).write_text(json.dumps(owner))
+    return True
   try:
     fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
   except FileExistsError:
@@ -130,6 +159,9 @@ def _try_create(lock_path: str, owner: dict) -> bool:
 
 def _reclaim(lock_path: str, stale: dict) -> None:
   """Moves a stale lock aside; puts it back if, in a race, it was not the stale one."""
+  if not is_local(lock_path):
+    epath.Path(lock_path).unlink(missing_ok=True)
+    return
   aside = f'{lock_path}.stale.{os.getpid()}'
   try:
     os.rename(lock_path, aside)
@@ -151,8 +183,8 @@ def acquire(path: str) -> str:
   Raises:
     WorkdirLocked: another live process (or a process on another host) holds it.
   """
-  os.makedirs(path, exist_ok=True)
-  lock_path = os.path.join(path, LOCK_FILE)
+  epath.Path(path).mkdir(parents=True, exist_ok=True)
+  lock_path = os.fspath(epath.Path(path) / LOCK_FILE)
   me = {'pid': os.getpid(), 'host': socket.gethostname(), 'time': time.time()}
   for _ in range(3):
     if _try_create(lock_path, me):
@@ -181,7 +213,7 @@ def release(lock_path: str) -> None:
   """Removes the lock if this process still owns it."""
   owner = _read_owner(lock_path)
   if owner and owner.get('pid') == os.getpid() and owner.get('host') == socket.gethostname():
-    os.remove(lock_path)
+    epath.Path(lock_path).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -196,11 +228,11 @@ def lock(path: str) -> Iterator[str]:
 
 def read_jsonl(path: str) -> list[dict]:
   """The records of a JSON-lines file ([] if missing); unparsable lines are dropped, warned."""
-  if not os.path.exists(path):
+  path = epath.Path(path)
+  if not path.exists():
     return []
   records = []
-  with open(path) as f:
-    lines = f.readlines()
+  lines = path.read_text().splitlines(keepends=True)
   for number, line in enumerate(lines, 1):
     if not line.strip():
       continue
@@ -219,6 +251,9 @@ def read_jsonl(path: str) -> list[dict]:
 
 def write_jsonl_atomic(path: str, records: list[dict]) -> None:
   """Replaces `path` by `records`, one JSON line each, so that a kill leaves old or new."""
+  if not is_local(path):
+    epath.Path(path).write_text(''.join(json.dumps(r) + '\n' for r in records))
+    return
   directory = os.path.dirname(os.path.abspath(path))
   fd, temporary = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path))
   try:
@@ -231,7 +266,12 @@ def write_jsonl_atomic(path: str, records: list[dict]) -> None:
     raise
 
 
-def append_jsonl(path: str, record: dict) -> None:
-  """Appends one JSON line to `path` (created if missing)."""
+def append_jsonl(path: str, record: dict, sort_keys: bool = True) -> None:
+  """Appends one JSON line to `path` (created if missing); on object stores, by rewriting."""
+  line = json.dumps(record, sort_keys=sort_keys) + '\n'
+  if not is_local(path):
+    path = epath.Path(path)
+    path.write_text((path.read_text() if path.exists() else '') + line)
+    return
   with open(path, 'a') as f:
-    f.write(json.dumps(record, sort_keys=True) + '\n')
+    f.write(line)

@@ -37,8 +37,10 @@ REMOTE_VENV = 'rnn_behaviour_venv'
 REMOTE_ARCHIVE = 'rnn_behaviour.tar.gz'
 REMOTE_LOG = 'rnn_behaviour.log'
 REMOTE_PID = 'rnn_behaviour.pid'
-# jax[tpu] brings libtpu; etils[epath-gcs] brings gcsfs, which etils.epath needs for gs://.
-TPU_PACKAGES = ('jax[tpu]', 'etils[epath-gcs]')
+# jax[tpu] brings libtpu; the package's `gcs` extra brings gs:// support (etils[epath-gcs] for
+# the run's files, google-cloud-storage for tensorboardX's events).
+PACKAGE_EXTRA = 'gcs'
+TPU_PACKAGES = ('jax[tpu]',)
 PYTHON_VERSION = '3.11'          # pyproject's requires-python; TPU images ship Ubuntu's 3.10.
 UV_INSTALLER = 'https://astral.sh/uv/install.sh'
 
@@ -238,7 +240,8 @@ def install_script(opts: Options) -> str:
       f'command -v uv >/dev/null || curl -LsSf {UV_INSTALLER} | sh',
       f'rm -rf {REMOTE_VENV}',
       f'uv venv --quiet --python {PYTHON_VERSION} {REMOTE_VENV}',
-      f'uv pip install --quiet --python {REMOTE_VENV}/bin/python -e ./{REMOTE_REPO} {packages}',
+      f'uv pip install --quiet --python {REMOTE_VENV}/bin/python '
+      f'-e "./{REMOTE_REPO}[{PACKAGE_EXTRA}]" {packages}',
   ])
 
 
