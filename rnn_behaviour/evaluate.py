@@ -8,11 +8,13 @@ report feature); "swap rate" is the fraction of responses nearest a non-target.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
 
 from absl import logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -223,21 +225,20 @@ def add_swap_function_judgement(config, workdir: str) -> dict:
   """`judge_swap_function` on a finished evaluation (`<workdir>/eval/samples.npz`), added to its
   `summary.json` and drawn in `swap_function.png`: for runs evaluated without it."""
   from rnn_behaviour import plots  # pylint: disable=g-import-not-at-top
-  out = os.path.join(workdir, EVAL_DIR)
-  arrays = np.load(os.path.join(out, 'samples.npz'))
+  out = epath.Path(workdir) / EVAL_DIR
+  with (out / 'samples.npz').open('rb') as f:
+    arrays = dict(np.load(io.BytesIO(f.read())))
   displays = task_lib.Displays(cue=jnp.asarray(arrays['cue']),
                                report=jnp.asarray(arrays['report']),
                                cued=jnp.asarray(arrays['cued']))
   result = judge_swap_function(config, workdir, displays, arrays['network'],
                                arrays['surrogate'])
-  path = os.path.join(out, 'summary.json')
-  with open(path) as f:
-    summary = json.load(f)
+  path = out / 'summary.json'
+  summary = json.loads(path.read_text())
   summary['bns_swap_function'] = result
-  with open(path, 'w') as f:
-    json.dump(summary, f, indent=2)
+  path.write_text(json.dumps(summary, indent=2))
   write_tables(summary, out)
-  plots.swap_function(result, os.path.join(out, 'swap_function.png'))
+  plots.swap_function(result, out / 'swap_function.png')
   return result
 
 
@@ -341,22 +342,24 @@ def _csv_cell(value):
   return value
 
 
-def write_csv(path: str, columns, rows) -> str:
+def write_csv(path, columns, rows) -> str:
   """Writes rows (dicts) as CSV with a header; floats in full precision, NaN as 'NaN'."""
-  with open(path, 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=list(columns))
-    writer.writeheader()
-    for row in rows:
-      writer.writerow({k: _csv_cell(v) for k, v in row.items()})
-  return path
+  text = io.StringIO(newline='')
+  writer = csv.DictWriter(text, fieldnames=list(columns))
+  writer.writeheader()
+  for row in rows:
+    writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+  epath.Path(path).write_bytes(text.getvalue().encode())
+  return os.fspath(path)
 
 
 def write_tables(summary: dict, out: str) -> list[str]:
   """The judgement as flat CSV in `out`: `swap_rate_by_cue_distance.csv` (a row per bin) and
   `summary.csv` (one row: every scalar of the summary, columns named by their path)."""
   flat = flatten_scalars(summary)
-  return [write_csv(os.path.join(out, SWAP_RATE_CSV), SWAP_RATE_COLUMNS, swap_rate_rows(summary)),
-          write_csv(os.path.join(out, SUMMARY_CSV), flat, [flat])]
+  out = epath.Path(out)
+  return [write_csv(out / SWAP_RATE_CSV, SWAP_RATE_COLUMNS, swap_rate_rows(summary)),
+          write_csv(out / SUMMARY_CSV, flat, [flat])]
 
 
 def evaluate(config, workdir: str) -> dict:
@@ -411,20 +414,19 @@ def evaluate(config, workdir: str) -> dict:
                                                          np.asarray(network_responses),
                                                          np.asarray(surrogate))
   with stages.stage('write results and figures'):
-    out = os.path.join(workdir, EVAL_DIR)
-    os.makedirs(out, exist_ok=True)
+    out = epath.Path(workdir) / EVAL_DIR
+    out.mkdir(parents=True, exist_ok=True)
     arrays = dict(cue=displays.cue, report=displays.report, cued=displays.cued,
                   network=network_responses, surrogate=surrogate, weights=weights)
-    np.savez(os.path.join(out, 'samples.npz'), **{k: np.asarray(v) for k, v in arrays.items()})
-    with open(os.path.join(out, 'summary.json'), 'w') as f:
-      json.dump(summary, f, indent=2)
+    with (out / 'samples.npz').open('wb') as f:
+      np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    (out / 'summary.json').write_text(json.dumps(summary, indent=2))
     write_tables(summary, out)
-    plots.response_histograms(arrays, os.path.join(out, 'response_histograms.png'),
-                              c.num_plot_displays)
-    plots.swap_rate_by_distance(summary, os.path.join(out, 'swap_rate_by_cue_distance.png'))
-    plots.training_curve(train.read_metrics(workdir), os.path.join(out, 'training_loss.png'))
+    plots.response_histograms(arrays, out / 'response_histograms.png', c.num_plot_displays)
+    plots.swap_rate_by_distance(summary, out / 'swap_rate_by_cue_distance.png')
+    plots.training_curve(train.read_metrics(workdir), out / 'training_loss.png')
     if 'bns_swap_function' in summary:
-      plots.swap_function(summary['bns_swap_function'], os.path.join(out, 'swap_function.png'))
+      plots.swap_function(summary['bns_swap_function'], out / 'swap_function.png')
   sr = summary['swap_rate']
   progress.say(f"Evaluation: swap rate network {sr['network']:.3f} truth {sr['truth']:.3f}; "
                f"max bin error {summary['swap_rate_by_cue_distance']['max_abs_error']:.3f}; "
