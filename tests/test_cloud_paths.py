@@ -10,11 +10,19 @@ import json
 
 from etils import epath
 from etils.epath import testing as epath_testing
+import ml_collections
+import numpy as np
 import pytest
 
 from rnn_behaviour import metric_writers
 from rnn_behaviour import train
 from rnn_behaviour import workdir as workdir_lib
+from rnn_behaviour.behaviour import bns
+from rnn_behaviour.behaviour import data
+from rnn_behaviour.behaviour import mixture
+from rnn_behaviour.behaviour import pipeline
+from rnn_behaviour.behaviour import source
+from rnn_behaviour.behaviour import surrogate
 from tests import conftest
 
 RUN = 'gs://bucket/runs/one'
@@ -93,3 +101,69 @@ def test_a_runs_records_live_in_the_bucket(bucket):
   assert not (bucket / 'bucket/runs/one/metrics.jsonl').exists()
   assert train.read_metrics(moved) == [{'step': 1, 'loss': 0.5}, {'step': 2, 'loss': 0.25}]
   assert (bucket / moved.replace('gs://', '') / 'config.json').exists()
+
+
+TRIALS = """subject,set_size,cued,response,cue_1,cue_2,report_1,report_2
+a,2,1,0.1,0.5,-1.0,0.2,2.5
+a,1,1,-3.0,1.5,,3.0,
+b,2,2,1.25,-2.0,0.75,1.0,-0.5
+"""
+
+
+def _tiny_fit(set_size: int, draws: int = 5) -> bns.BNSFit:
+  """A hand-made BNS fit (no inference): one swap function over 4 basis functions."""
+  rng = np.random.default_rng(0)
+  samples = dict(swap_mean=rng.normal(size=(draws, 1)), coef=rng.normal(size=(draws, 1, 4)),
+                 coef_raw=rng.normal(size=(draws, 1, 4)),
+                 guess_logit=rng.normal(-2.0, 0.1, (draws, 1)),
+                 kappa=rng.uniform(5, 10, (draws, 1)), lengthscale=rng.uniform(size=(draws, 1)),
+                 amplitude=rng.uniform(size=draws))
+  return bns.BNSFit(spec=bns.BNSSpec(num_fourier=3), labels=bns.Labels((set_size,), ('',)),
+                    samples=samples, info={'cache_key': 'k'},
+                    guide_params={'loc': rng.normal(size=7)})
+
+
+def test_behavioural_data_and_fits_live_in_the_bucket(bucket, tmp_path):
+  trials = f'{RUN}/trials.csv'
+  epath.Path(RUN).mkdir(parents=True)
+  epath.Path(trials).write_text(TRIALS)
+  assert data.resolve_path(trials) == trials
+  table = data.load_csv(data.resolve_path(trials))
+  assert table.num_trials == 3 and list(table.set_size) == [2, 1, 2]
+  data.write_csv(table, f'{RUN}/copy.csv')
+  data.write_csv(table, str(tmp_path / 'copy.csv'))
+  assert (bucket / 'bucket/runs/one/copy.csv').read_bytes() == (tmp_path / 'copy.csv').read_bytes()
+  with pytest.raises(ValueError, match='is a directory'):
+    data.check_file(RUN)
+  inputs = pipeline.input_fingerprint(ml_collections.ConfigDict(dict(
+      data=dict(path=trials, format='csv', angle_unit='radians'), fit={})), trials)
+  assert inputs['data_file'] == trials and len(inputs['data_sha256']) == 64
+
+  behaviour = f'{RUN}/behaviour'
+  fits = mixture.MixtureFits(model='two_component', cells=[('a', 2, '')], kappa=np.ones(1),
+                             p_t=np.ones(1), p_n=np.zeros(1), p_u=np.zeros(1),
+                             loglik=np.zeros(1), n=np.array([3]))
+  mixture.write_fits_csv([fits], f'{behaviour}/mixture_fits.csv', min_trials=30)
+  rows = (bucket / 'bucket/runs/one/behaviour/mixture_fits.csv').read_text().splitlines()
+  assert rows[0] == ','.join(mixture.FIT_COLUMNS) and 'unreliable' in rows[1]
+  pipeline._write_json(f'{behaviour}/summary.json', {'complete': True})
+  assert pipeline._read_json(f'{behaviour}/summary.json') == {'complete': True}
+  assert pipeline._read_json(f'{behaviour}/missing.json') is None
+  assert not list((bucket / 'bucket/runs/one/behaviour').glob('*.tmp'))
+
+  config = conftest.make_tiny_config()
+  config.behaviour.source = 'bns'
+  fit = _tiny_fit(config.task.num_items)
+  bns.save(fit, f'{behaviour}/{surrogate.FIT_SUBDIR}', config={'a': 1})
+  assert (bucket / 'bucket/runs/one/behaviour/bns_fit/samples.npz').exists()
+  loaded = surrogate.load_fit(behaviour)
+  for name, value in fit.samples.items():
+    np.testing.assert_array_equal(loaded.samples[name], value)
+  np.testing.assert_array_equal(loaded.guide_params['loc'], fit.guide_params['loc'])
+  assert loaded.labels == fit.labels and loaded.info['config'] == {'a': 1}
+  assert source.target_fit_dir(config, RUN) == behaviour
+  model = source.target_model_from_config(config, RUN)
+  assert model.num_draws == 5
+  with pytest.raises(FileNotFoundError, match='no saved BNS fit'):
+    bns.load(f'{RUN}/elsewhere')
+

@@ -49,10 +49,11 @@ k-fold CV, fitting all folds at once (vmapped SVI).
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-import os
 import time
 
+from etils import epath
 import flax
 import jax
 import jax.numpy as jnp
@@ -820,33 +821,42 @@ def make_folds(key, num_trials: int, num_folds: int) -> np.ndarray:
 
 
 def save(fit_: BNSFit, directory: str, config: dict | None = None) -> str:
-  """Writes fit.json, samples.npz and (SVI) guide_params.npz into `directory`."""
-  os.makedirs(directory, exist_ok=True)
+  """Writes fit.json, samples.npz and (SVI) guide_params.npz into `directory` (local or cloud)."""
+  folder = epath.Path(directory)
+  folder.mkdir(parents=True, exist_ok=True)
   meta = dict(spec=fit_.spec.to_json(), set_sizes=list(fit_.labels.set_sizes),
               subjects=list(fit_.labels.subjects), info=fit_.info, config=config or {})
-  with open(os.path.join(directory, 'fit.json'), 'w') as f:
-    json.dump(meta, f, indent=2, default=str)
-  np.savez(os.path.join(directory, 'samples.npz'), **fit_.samples)
+  (folder / 'fit.json').write_text(json.dumps(meta, indent=2, default=str))
+  _write_npz(folder / 'samples.npz', fit_.samples)
   if fit_.guide_params is not None:
-    np.savez(os.path.join(directory, 'guide_params.npz'),
-             **{k: np.asarray(v) for k, v in fit_.guide_params.items()})
+    _write_npz(folder / 'guide_params.npz',
+               {k: np.asarray(v) for k, v in fit_.guide_params.items()})
   return directory
+
+
+def _write_npz(path: epath.Path, arrays: dict) -> None:
+  # Built in memory: a cloud file object cannot seek back, which zip writing may want.
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  path.write_bytes(buffer.getvalue())
+
+
+def _read_npz(path: epath.Path) -> dict:
+  # np.load of an .npz reads lazily from its file: the bytes are read whole first.
+  with np.load(io.BytesIO(path.read_bytes())) as z:
+    return {k: z[k] for k in z.files}
 
 
 def load(directory: str) -> BNSFit:
   """Reads a fit written by `save`."""
-  path = os.path.join(directory, 'fit.json')
-  if not os.path.exists(path):
+  folder = epath.Path(directory)
+  path = folder / 'fit.json'
+  if not path.exists():
     raise FileNotFoundError(f'{path}: no saved BNS fit here (run --mode=fit_behaviour first)')
-  with open(path) as f:
-    meta = json.load(f)
-  with np.load(os.path.join(directory, 'samples.npz')) as z:
-    samples = {k: z[k] for k in z.files}
-  guide_path = os.path.join(directory, 'guide_params.npz')
-  guide_params = None
-  if os.path.exists(guide_path):
-    with np.load(guide_path) as z:
-      guide_params = {k: z[k] for k in z.files}
+  meta = json.loads(path.read_text())
+  samples = _read_npz(folder / 'samples.npz')
+  guide_path = folder / 'guide_params.npz'
+  guide_params = _read_npz(guide_path) if guide_path.exists() else None
   labels = Labels(set_sizes=tuple(int(s) for s in meta['set_sizes']),
                   subjects=tuple(str(s) for s in meta['subjects']))
   info = dict(meta.get('info', {}), config=meta.get('config', {}))

@@ -38,16 +38,19 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import os
 from typing import Sequence
 
+from etils import epath
 import jax.numpy as jnp
 import numpy as np
 import scipy.io
 
 from rnn_behaviour import circular
 from rnn_behaviour import task as task_lib
+from rnn_behaviour import workdir as workdir_lib
 
 ANGLE_UNITS = ('radians', 'degrees')
 # Accepted raw ranges per unit: the union of the [-pi, pi) and [0, 2 pi) conventions (closed,
@@ -247,14 +250,14 @@ def load_bays2009(path: str, *, subjects: Sequence | None = None,
     delay_as_condition: put the sample-array duration (ms) in the `condition` column, so that
       fits are made per duration; by default condition is '' and durations are pooled.
   """
-  if os.path.isdir(path):
+  if epath.Path(path).is_dir():
     check_file(path)
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     raise FileNotFoundError(
         f'{path}: no such file. The Bays et al. (2009) data are public at osf.io/c2yx5 '
         '(bays_data.mat); pass its location as --config.data.path=...')
   try:
-    raw = scipy.io.loadmat(path)
+    raw = scipy.io.loadmat(io.BytesIO(epath.Path(path).read_bytes()))
   except Exception as e:  # scipy raises several types for non-MATLAB input.
     raise ValueError(f'{path}: not a readable MATLAB file ({e})') from e
   missing = [f for f in _BAYS_FIELDS if f not in raw]
@@ -429,10 +432,10 @@ def load_csv(path: str, *, angle_unit: str = 'radians', subjects: Sequence | Non
 
 def check_file(path: str) -> None:
   """Raises a clear error unless `path` is an existing regular file (not a directory)."""
-  if os.path.isdir(path):
+  if epath.Path(path).is_dir():
     raise ValueError(f'{path} is a directory; config.data.path must name a data file '
                             '(a .csv trial table or the Bays 2009 .mat file)')
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     raise FileNotFoundError(f'{path}: no such file')
 
 
@@ -443,8 +446,7 @@ def read_text_lines(path: str) -> list[str]:
   column name would read '\ufeffsubject'. A file that is not UTF-8 text (Latin-1 accents, a
   binary .mat file, NUL bytes) raises ValueError naming the file and the first bad line.
   """
-  with open(path, 'rb') as f:
-    raw = f.read()
+  raw = epath.Path(path).read_bytes()
   if raw.startswith(b'\xef\xbb\xbf'):
     raw = raw[3:]
   try:
@@ -478,18 +480,19 @@ def write_csv(table: TrialTable, path: str, *, angle_unit: str = 'radians') -> N
       'set_size', 'cued', 'response'] + [f'cue_{j}' for j in range(1, n_max + 1)] + [
           f'report_{j}' for j in range(1, n_max + 1)]
   fmt = lambda x: repr(float(x) * scale)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'w', newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(header)
-    for t in range(table.num_trials):
-      n = int(table.set_size[t])
-      row = ([table.subject[t]] if with_subject else []) + (
-          [table.condition[t]] if with_condition else [])
-      row += [n, int(table.cued[t]) + 1, fmt(table.response[t])]
-      for feats in (table.cue, table.report):
-        row += [fmt(feats[t, j]) if j < n else '' for j in range(n_max)]
-      writer.writerow(row)
+  text = io.StringIO(newline='')      # epath's cloud files take no newline=: built here.
+  writer = csv.writer(text)
+  writer.writerow(header)
+  for t in range(table.num_trials):
+    n = int(table.set_size[t])
+    row = ([table.subject[t]] if with_subject else []) + (
+        [table.condition[t]] if with_condition else [])
+    row += [n, int(table.cued[t]) + 1, fmt(table.response[t])]
+    for feats in (table.cue, table.report):
+      row += [fmt(feats[t, j]) if j < n else '' for j in range(n_max)]
+    writer.writerow(row)
+  epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  epath.Path(path).write_text(text.getvalue())
 
 
 SELECTION_FIELDS = ('subjects', 'set_sizes', 'conditions')
@@ -561,6 +564,8 @@ def resolve_path(path: str) -> str:
   """A data path as given, else relative to the repository root (the package's parent)."""
   if not path:
     raise ValueError('config.data.path is empty; pass --config.data.path=...')
+  if not workdir_lib.is_local(path):
+    return path          # A cloud path (gs://...) is absolute.
   if os.path.isabs(path) or os.path.exists(path):
     return path
   repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -25,8 +25,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import os
+import io
 
+from etils import epath
 import flax
 import jax
 import jax.numpy as jnp
@@ -297,13 +298,14 @@ def small_cell_warning(n: int, min_trials: int) -> str:
 
 def write_fits_csv(fits: list[MixtureFits], path: str, min_trials: int = 0) -> None:
   """Writes the tidy table `FIT_COLUMNS`, one row per model x cell (see `MixtureFits.rows`)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=FIT_COLUMNS)
-    writer.writeheader()
-    for fit_ in fits:
-      for row in fit_.rows(min_trials):
-        writer.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in row.items()})
+  text = io.StringIO(newline='')      # epath's cloud files take no newline=: built here.
+  writer = csv.DictWriter(text, fieldnames=FIT_COLUMNS)
+  writer.writeheader()
+  for fit_ in fits:
+    for row in fit_.rows(min_trials):
+      writer.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in row.items()})
+  epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  epath.Path(path).write_text(text.getvalue())
 
 
 def trial_log_density(fits: MixtureFits, table: data_lib.TrialTable) -> np.ndarray:

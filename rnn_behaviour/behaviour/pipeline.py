@@ -38,21 +38,28 @@ Trust. Cells with fewer than `config.fit.min_cell_trials` trials (default 30; se
 are fitted but flagged, in the log and in the `warning` column of every CSV. Diverged SVI fits
 restart at a lower step size; a CV fold that never converges is skipped and flagged.
 Progress lines (stage, fold or model, step) appear at most every `config.fit.progress_seconds`.
+
+Files go through etils `epath`: the workdir (and the data file) may be a cloud path
+(`gs://bucket/run`). Locally each CSV and JSON is replaced atomically; on an object store one
+object write is atomic by itself.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import time
 
+from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rnn_behaviour import circular
+from rnn_behaviour import workdir as workdir_lib
 from rnn_behaviour.behaviour import bns as bns_lib
 from rnn_behaviour.behaviour import data as data_lib
 from rnn_behaviour.behaviour import mixture
@@ -141,29 +148,46 @@ def check_data_for_fit(table: data_lib.TrialTable, fit_config) -> None:
                      'Set --config.fit.cv_folds=0 to skip the model comparison.')
 
 
+def _write_atomic(path, text: str) -> None:
+  """Never a half-written file, even if the run dies here: locally a replace of a temporary
+  file; on an object store (gs://...) one object write, atomic by itself."""
+  if not workdir_lib.is_local(path):
+    epath.Path(path).write_text(text)
+    return
+  tmp = os.fspath(path) + '.tmp'
+  epath.Path(tmp).write_text(text)
+  os.replace(tmp, path)
+
+
 def _write_rows(path, columns, rows):
-  tmp = path + '.tmp'
-  with open(tmp, 'w', newline='') as fh:
-    writer = csv.DictWriter(fh, fieldnames=columns)
-    writer.writeheader()
-    for row in rows:
-      writer.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in row.items()})
-  os.replace(tmp, path)          # Never a half-written file, even if the run dies here.
+  text = io.StringIO(newline='')      # epath's cloud files take no newline=: built here.
+  writer = csv.DictWriter(text, fieldnames=columns)
+  writer.writeheader()
+  for row in rows:
+    writer.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in row.items()})
+  _write_atomic(path, text.getvalue())
 
 
 def _write_json(path, obj):
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as fh:
-    json.dump(obj, fh, indent=2, default=str)
-  os.replace(tmp, path)
+  _write_atomic(path, json.dumps(obj, indent=2, default=str))
 
 
 def _read_json(path):
   try:
-    with open(path) as fh:
-      return json.load(fh)
+    return json.loads(epath.Path(path).read_text())
   except (OSError, ValueError):
     return None
+
+
+def _join(folder: str, name: str) -> str:
+  """`folder/name` as a string, for local and cloud folders alike."""
+  return os.fspath(epath.Path(folder) / name)
+
+
+def _save_figure(fig, path: str) -> None:
+  """Writes fig to `path`, local or cloud, in the format its extension names (PNG without)."""
+  with epath.Path(path).open('wb') as fh:
+    fig.savefig(fh, format=epath.Path(path).suffix[1:] or 'png', dpi=110)
 
 
 def _variant_name(spec: bns_lib.BNSSpec) -> str:
@@ -190,7 +214,7 @@ def _config_dict(config) -> dict:
 def file_sha256(path: str) -> str:
   """Hex SHA-256 of a file's bytes."""
   h = hashlib.sha256()
-  with open(path, 'rb') as fh:
+  with epath.Path(path).open('rb') as fh:
     for block in iter(lambda: fh.read(1 << 20), b''):
       h.update(block)
   return h.hexdigest()
@@ -207,7 +231,9 @@ def input_fingerprint(config, data_path: str) -> dict:
   everything, `bns_key` everything but the fit fields that do not touch the main BNS fit.
   """
   cfg = _config_dict(config)
-  data = dict(cfg['data'], path=os.path.abspath(data_path))
+  # The absolute path is part of the cache key; a cloud path (gs://...) is absolute already.
+  data = dict(cfg['data'], path=os.path.abspath(data_path) if workdir_lib.is_local(data_path)
+              else data_path)
   for name in data_lib.SELECTION_FIELDS:
     data[name] = data_lib.parse_selection(config.data.get(name), name)
   fit = dict(cfg['fit'])
@@ -278,11 +304,11 @@ def fit_behaviour(config, workdir: str) -> dict:
   fc = config.fit
   data_path = data_lib.resolve_path(config.data.path)
   data_lib.check_file(data_path)
-  out = os.path.join(workdir, 'behaviour')
-  os.makedirs(out, exist_ok=True)
+  out = _join(workdir, 'behaviour')
+  epath.Path(out).mkdir(parents=True, exist_ok=True)
   cfg = _config_dict(config)
   inputs = input_fingerprint(config, data_path)
-  summary_path = os.path.join(out, 'summary.json')
+  summary_path = _join(out, 'summary.json')
   previous = _read_json(summary_path)
   if previous is not None:
     same = previous.get('inputs', {}).get('key') == inputs['key']
@@ -324,14 +350,14 @@ def fit_behaviour(config, workdir: str) -> dict:
   t0 = time.time()
   fits = [mixture.fit(table, m) for m in fc.mixture_models]
   timings['mixture'] = time.time() - t0
-  paths['mixture_fits'] = os.path.join(out, 'mixture_fits.csv')
+  paths['mixture_fits'] = _join(out, 'mixture_fits.csv')
   mixture.write_fits_csv(fits, paths['mixture_fits'], min_trials)
   save_summary(False)
 
   # 2. The main BNS fit (reused when its own key matches: a rerun after a later failure).
   spec = bns_lib.spec_from_config(fc)
-  fit_dir = os.path.join(out, surrogate.FIT_SUBDIR)
-  cached = _read_json(os.path.join(fit_dir, 'fit.json'))
+  fit_dir = _join(out, surrogate.FIT_SUBDIR)
+  cached = _read_json(_join(fit_dir, 'fit.json'))
   t0 = time.time()
   if cached and cached.get('info', {}).get('cache_key') == inputs['bns_key']:
     stage(2, f'reusing the fit in {fit_dir} (same data and BNS settings)')
@@ -355,7 +381,7 @@ def fit_behaviour(config, workdir: str) -> dict:
     bns_lib.save(fit, fit_dir, config=cfg)
   timings['bns'] = time.time() - t0
   paths['bns_fit'] = fit_dir
-  paths['swap_function'] = os.path.join(out, 'swap_function.csv')
+  paths['swap_function'] = _join(out, 'swap_function.csv')
   _write_rows(paths['swap_function'], SWAP_FILE_COLUMNS, _swap_rows(table, fit, min_trials))
   save_summary(False)
 
@@ -365,7 +391,7 @@ def fit_behaviour(config, workdir: str) -> dict:
   ppc = nontarget_proximity_check(jax.random.fold_in(key_plot, 2), table, fit,
                                   num_draws=int(_fit_value(fc, 'ppc_draws')),
                                   min_count=min_trials)
-  paths['ppc'] = os.path.join(out, 'ppc_nontarget_proximity.csv')
+  paths['ppc'] = _join(out, 'ppc_nontarget_proximity.csv')
   _write_rows(paths['ppc'], PPC_COLUMNS, ppc)
   outside = [r for r in ppc if 'outside' in r['warning']]
   if outside:
@@ -383,10 +409,10 @@ def fit_behaviour(config, workdir: str) -> dict:
   if _fit_value(fc, 'plots'):
     stage(4, 'posterior-predictive check, error histograms, swap probability')
     paths['plots'] = [
-        plot_nontarget_proximity(ppc, os.path.join(out, 'ppc_nontarget_proximity.png')),
-        plot_error_histograms(table, fits, fit, os.path.join(out, 'error_histograms.png'),
+        plot_nontarget_proximity(ppc, _join(out, 'ppc_nontarget_proximity.png')),
+        plot_error_histograms(table, fits, fit, _join(out, 'error_histograms.png'),
                               key_plot),
-        plot_swap_probability(table, fit, os.path.join(out, 'swap_probability.png'),
+        plot_swap_probability(table, fit, _join(out, 'swap_probability.png'),
                               jax.random.fold_in(key_plot, 1))]
   else:
     stage(4, 'skipped (config.fit.plots=False)')
@@ -394,7 +420,7 @@ def fit_behaviour(config, workdir: str) -> dict:
   save_summary(False)
 
   # 5. Model comparison by k-fold held-out log predictive density, one model at a time.
-  paths['model_comparison'] = os.path.join(out, 'model_comparison.csv')
+  paths['model_comparison'] = _join(out, 'model_comparison.csv')
   _write_rows(paths['model_comparison'], COMPARISON_COLUMNS, [])
   if fc.cv_folds:
     t0 = time.time()
@@ -415,8 +441,8 @@ def _cross_validation_stage(table, fc, spec, key_cv, inputs, out, tick, stage, w
   if per_fold.min() < min_trials:
     warn(f'cross-validation: folds of {per_fold.min()} held-out trials (< {min_trials}, '
          'config.fit.min_cell_trials); the comparison is noisy')
-  cv_dir = os.path.join(out, 'cv')
-  os.makedirs(cv_dir, exist_ok=True)
+  cv_dir = _join(out, 'cv')
+  epath.Path(cv_dir).mkdir(parents=True, exist_ok=True)
   variants = [spec] + [bns_lib.BNSSpec(**dict(spec.to_json(), dimension=dim, emission=em))
                        for dim in fc.compare_dimensions for em in fc.compare_emissions]
   jobs = [(f'mixture_{m}', m) for m in fc.mixture_models]
@@ -425,7 +451,7 @@ def _cross_validation_stage(table, fc, spec, key_cv, inputs, out, tick, stage, w
       jobs.append((_variant_name(v), (i, v)))
   results = {}
   for j, (name, what) in enumerate(jobs):
-    path = os.path.join(cv_dir, f'{name}.json')
+    path = _join(cv_dir, f'{name}.json')
     cached = _read_json(path)
     if cached and cached.get('key') == inputs['key']:
       stage(f'model {j + 1}/{len(jobs)} {name}: reusing {path}')
@@ -577,7 +603,7 @@ def plot_nontarget_proximity(rows: list[dict], path: str) -> str:
                         f'> {FAR_FROM_TARGET} rad from target)')
   axes[0, 0].legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  _save_figure(fig, path)
   plt.close(fig)
   return path
 
@@ -633,7 +659,7 @@ def plot_error_histograms(table, mixture_fits, fit: bns_lib.BNSFit, path: str, k
   axes[0, 0].set_ylabel('density')
   axes[0, -1].legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  _save_figure(fig, path)
   plt.close(fig)
   return path
 
@@ -720,6 +746,6 @@ def plot_swap_probability(table, fit: bns_lib.BNSFit, path: str, key) -> str:
   axes[0, 0].set_ylabel('probability per non-target')
   axes[0, 0].legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  _save_figure(fig, path)
   plt.close(fig)
   return path

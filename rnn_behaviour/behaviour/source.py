@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from etils import epath
 import flax
 import jax
 import jax.numpy as jnp
@@ -70,7 +71,9 @@ def target_fit_dir(config, workdir: str | None = None) -> str:
   """The folder of the BNS fit a 'bns' target reads ('' for other sources)."""
   if config.behaviour.source != 'bns':
     return ''
-  return config.behaviour.fit or (os.path.join(workdir, 'behaviour') if workdir else '')
+  if config.behaviour.fit:
+    return config.behaviour.fit
+  return os.fspath(epath.Path(workdir) / 'behaviour') if workdir else ''
 
 
 def target_model_from_config(config, workdir: str | None = None) -> responses.ResponseModel:
@@ -86,7 +89,7 @@ def target_model_from_config(config, workdir: str | None = None) -> responses.Re
   if source == 'bns':
     from rnn_behaviour.behaviour import surrogate  # pylint: disable=g-import-not-at-top
     fit_dir = target_fit_dir(config, workdir)
-    if not fit_dir or not os.path.isdir(fit_dir):
+    if not fit_dir or not epath.Path(fit_dir).is_dir():
       raise FileNotFoundError(
           f'config.behaviour.fit: no behavioural fit at {fit_dir!r}; run --mode=fit_behaviour '
           'first or point config.behaviour.fit at its <workdir>/behaviour folder')

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 
+from etils import epath
 import flax
 import jax
 import jax.numpy as jnp
@@ -142,10 +143,10 @@ def from_fit(fit: bns_lib.BNSFit, set_size: int) -> BNSResponseModel:
 def load_fit(fit_dir: str) -> bns_lib.BNSFit:
   """The BNS fit saved under `fit_dir`: a `<workdir>/behaviour` folder written by
   `pipeline.fit_behaviour` (its `bns_fit/` subfolder is read), or a `bns_fit` folder itself."""
-  directory = os.path.join(fit_dir, FIT_SUBDIR)
-  if not os.path.exists(os.path.join(directory, 'fit.json')):
-    directory = fit_dir
-  return bns_lib.load(directory)
+  directory = epath.Path(fit_dir) / FIT_SUBDIR
+  if not (directory / 'fit.json').exists():
+    directory = epath.Path(fit_dir)
+  return bns_lib.load(os.fspath(directory))
 
 
 def load_response_model(fit_dir: str, set_size: int) -> BNSResponseModel:
