@@ -19,11 +19,11 @@ order and repeat):
 Measured 2026-11-29 on the 2-core CPU (load average 5-10 from other jobs), one pair only (the
 pair takes about 85 minutes), with --num_steps=300 --eval_displays=32 --eval_samples=32
 --bns_svi_steps=0 --order=per_seed,ensemble (compare_cpu.py: 6 objectives x 3 seeds):
-one run per seed took 2532 s (training 1825 s, evaluation 701 s). Per objective, training
-three seeds one at a time vs as one ensemble (seconds): behaviour_mse 307 vs 293, diffusion
-347 vs 293, diffusion_flat 345 vs 293, diffusion_no_swaps 337 vs 280, moment_matching 275 vs
-285 (task_optimal, 213 one at a time, unfinished by the session's end): 1611 vs 1444 s,
-ratio 1.12 over these five; evaluation unchanged (it is per member either way).
+one run per seed took 2532 s wall (training 1825 s, evaluation 701 s), one ensemble per
+objective 2352 s (training 1633 s, export 3 s, evaluation 709 s): ratio 1.08 wall, 1.12
+training. Per objective, training seconds one at a time vs ensemble: behaviour_mse 307 vs 293,
+diffusion 347 vs 293, diffusion_flat 345 vs 293, diffusion_no_swaps 337 vs 280,
+moment_matching 275 vs 285, task_optimal 213 vs 189.
 On this CPU a vmapped step of 3 members runs at about a third of the single-run step rate, so
 the ensemble saves compilations and per-run overheads only, and the order effect (load changed
 during the run) is of the same size; on an accelerator the members fill the device instead.
