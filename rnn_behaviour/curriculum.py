@@ -21,6 +21,7 @@ import importlib
 import os
 
 from absl import logging
+from etils import epath
 import ml_collections
 
 from rnn_behaviour import modes
@@ -44,7 +45,7 @@ def base_config(name: str) -> ml_collections.ConfigDict:
 
 
 def stage_workdir(workdir: str, name: str) -> str:
-  return os.path.join(workdir, name)
+  return os.fspath(epath.Path(workdir) / name)
 
 
 def stage_sources(curriculum) -> dict[str, str | None]:
@@ -80,10 +81,10 @@ def stage_config(curriculum, name: str, workdir: str) -> ml_collections.ConfigDi
 
 def is_finished(config, workdir: str) -> bool:
   """Whether `workdir` holds a checkpoint at config.train.num_steps."""
-  folder = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(folder):
+  folder = epath.Path(workdir) / 'checkpoints'
+  if not folder.is_dir():
     return False
-  steps = [int(n) for n in os.listdir(folder) if n.isdigit()]
+  steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
   return bool(steps) and max(steps) >= config.train.num_steps
 
 

@@ -20,11 +20,13 @@ Finished stages and analysed networks are read back, not redone.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import warnings
 
 from absl import logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -156,9 +158,9 @@ def _curves(details: list[dict], folder_of) -> tuple[np.ndarray, np.ndarray]:
   """Mean alignment time course of each seed, (seeds, T), read from its alignment.csv."""
   curves = []
   for d in details:
-    with open(os.path.join(folder_of(d), 'alignment.csv')) as f:
-      curves.append([float(r['mean']) if r['mean'] not in ('', 'nan') else np.nan
-                     for r in csv.DictReader(f)])
+    text = (epath.Path(folder_of(d)) / 'alignment.csv').read_text()
+    curves.append([float(r['mean']) if r['mean'] not in ('', 'nan') else np.nan
+                   for r in csv.DictReader(io.StringIO(text, newline=''))])
   return np.array(curves, float)
 
 
@@ -191,7 +193,7 @@ def plot_experiment(groups: dict, folders: dict, path_alignment: str, path_predi
                  fontsize=9, pad=14)
     ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path_alignment, dpi=120)
+  analysis_plots.save_figure(fig, path_alignment, dpi=120)
   plt.close(fig)
 
   fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -208,14 +210,14 @@ def plot_experiment(groups: dict, folders: dict, path_alignment: str, path_predi
   ax.set_title('The prediction: nearer cues, more aligned before the cue?', fontsize=9)
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path_prediction, dpi=120)
+  analysis_plots.save_figure(fig, path_prediction, dpi=120)
   plt.close(fig)
 
 
 def _details(numbers: dict, folder: str) -> dict:
   """What the pattern checks and figures need beyond the CSV columns."""
-  with open(os.path.join(folder, 'swap_decision.csv')) as f:
-    rows = list(csv.DictReader(f))
+  text = (epath.Path(folder) / 'swap_decision.csv').read_text()
+  rows = list(csv.DictReader(io.StringIO(text, newline='')))
   num = lambda v: float(v) if v not in ('', 'nan', 'None') else np.nan
   auc = np.array([num(r['auc']) for r in rows])
   upper = np.array([num(r['chance_upper']) for r in rows])
@@ -261,14 +263,14 @@ def _write(groups: dict, folders: dict, workdir: str, stem: str, title: str,
            extra_columns: dict | None = None) -> str:
   rows = [r for rows, _ in groups.values() for r in rows]
   columns = COLUMNS + tuple(extra_columns or {})
-  with open(os.path.join(workdir, f'{stem}.csv'), 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=columns)
-    writer.writeheader()
-    for r in rows:
-      writer.writerow(dict(r, **{k: fn(r) for k, fn in (extra_columns or {}).items()}))
+  text = io.StringIO(newline='')      # epath's cloud files take no newline=: built here.
+  writer = csv.DictWriter(text, fieldnames=columns)
+  writer.writeheader()
+  for r in rows:
+    writer.writerow(dict(r, **{k: fn(r) for k, fn in (extra_columns or {}).items()}))
+  (epath.Path(workdir) / f'{stem}.csv').write_text(text.getvalue())
   table = markdown(groups, title)
-  with open(os.path.join(workdir, f'{stem}.md'), 'w') as f:
-    f.write(table)
+  (epath.Path(workdir) / f'{stem}.md').write_text(table)
   return table
 
 
@@ -282,19 +284,20 @@ def _sweep_stages(experiment) -> tuple[str, ...]:
 def run(experiment, workdir: str, chains=None, noise_sweep: bool = False,
         train_only: bool = False) -> dict:
   """Trains and analyses (see the module docstring); returns {'main': table, 'noise': table}."""
-  os.makedirs(workdir, exist_ok=True)
+  root = epath.Path(workdir)
+  root.mkdir(parents=True, exist_ok=True)
   names = list(experiment.chains) if chains is None else list(chains)
   trained = {}
   for chain in names:
     cur = chain_curriculum(experiment, chain)
-    chain_dir = os.path.join(workdir, chain)
+    chain_dir = os.fspath(root / chain)
     curriculum.run(cur, chain_dir)
     trained[chain] = (cur, chain_dir)
   sweep = {}
   if noise_sweep:
     for noise in experiment.noise_sweep:
       cur = chain_curriculum(experiment, 'probe', noise)
-      chain_dir = os.path.join(workdir, f'noise_{noise:g}')
+      chain_dir = os.fspath(root / f'noise_{noise:g}')
       curriculum.run(cur, chain_dir, stages=list(_sweep_stages(experiment)))
       sweep[noise] = (cur, chain_dir)
   if train_only:
@@ -304,8 +307,8 @@ def run(experiment, workdir: str, chains=None, noise_sweep: bool = False,
   if groups:
     tables['main'] = _write(groups, folders, workdir, 'paper_mechanisms',
                             'The paper\'s mechanism, measured its way')
-    plot_experiment(groups, folders, os.path.join(workdir, 'paper_alignment.png'),
-                    os.path.join(workdir, 'paper_precue_vs_distance.png'))
+    plot_experiment(groups, folders, os.fspath(root / 'paper_alignment.png'),
+                    os.fspath(root / 'paper_precue_vs_distance.png'))
   if sweep:
     sweep_groups, sweep_folders = {}, {}
     for noise, chain in sweep.items():
@@ -317,8 +320,8 @@ def run(experiment, workdir: str, chains=None, noise_sweep: bool = False,
     tables['noise'] = _write(sweep_groups, sweep_folders, workdir, 'noise_sweep',
                              'The probe chain by preparatory noise (model.trial_noise; '
                              'the main table is at sqrt(btilde_T), about 0.55)')
-    plot_experiment(sweep_groups, sweep_folders, os.path.join(workdir, 'noise_sweep.png'),
-                    os.path.join(workdir, 'noise_sweep_precue_vs_distance.png'))
+    plot_experiment(sweep_groups, sweep_folders, os.fspath(root / 'noise_sweep.png'),
+                    os.fspath(root / 'noise_sweep_precue_vs_distance.png'))
   for table in tables.values():
     logging.info('\n%s', table)
   return tables

@@ -7,16 +7,22 @@ and tensorboardX's events on gs:// use their own GCS clients and are not covered
 """
 
 import json
+import os
 
 from etils import epath
 from etils.epath import testing as epath_testing
+from matplotlib.figure import Figure
 import ml_collections
 import numpy as np
 import pytest
 
+from rnn_behaviour import curriculum
 from rnn_behaviour import metric_writers
+from rnn_behaviour import paper_experiment
 from rnn_behaviour import train
 from rnn_behaviour import workdir as workdir_lib
+from rnn_behaviour.analysis import report
+from rnn_behaviour.analysis import run_paper
 from rnn_behaviour.behaviour import bns
 from rnn_behaviour.behaviour import data
 from rnn_behaviour.behaviour import mixture
@@ -167,3 +173,33 @@ def test_behavioural_data_and_fits_live_in_the_bucket(bucket, tmp_path):
   with pytest.raises(FileNotFoundError, match='no saved BNS fit'):
     bns.load(f'{RUN}/elsewhere')
 
+
+def test_analysis_outputs_and_finished_stages_live_in_the_bucket(bucket):
+  stage = curriculum.stage_workdir(RUN, 'swaps')
+  assert stage == f'{RUN}/swaps'
+  config = ml_collections.ConfigDict(dict(train=dict(num_steps=10)))
+  assert not curriculum.is_finished(config, stage)
+  epath.Path(f'{stage}/checkpoints/5').mkdir(parents=True)
+  assert not curriculum.is_finished(config, stage)
+  epath.Path(f'{stage}/checkpoints/10').mkdir()
+  assert curriculum.is_finished(config, stage)
+
+  fig = Figure()
+  fig.add_subplot().plot([0, 1], [1, 0])
+  paths = report.write_report(f'{stage}/analysis', {'summary': {'x': np.float32(0.5)}},
+                              {'lines': fig})
+  assert paths == [f'{stage}/analysis/analysis.json', f'{stage}/analysis/lines.png']
+  assert json.loads(epath.Path(paths[0]).read_text()) == {'summary': {'x': 0.5}}
+  assert epath.Path(paths[1]).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+  folder = epath.Path(run_paper.member_folder(stage, 1))
+  assert folder == epath.Path(f'{stage}/{run_paper.PAPER_DIR}/member_1')
+  folder.mkdir(parents=True)
+  run_paper._write_csv(folder / 'alignment.csv', ('step', 'mean'), [(0, 0.25), (1, np.nan)])
+  run_paper._write_csv(folder / 'swap_decision.csv', ('epoch', 'auc', 'chance_upper'),
+                       [('delay', 0.5, 0.6), ('response', 0.9, 0.6), ('response', 0.8, 0.6)])
+  assert (folder / 'alignment.csv').read_bytes() == b'step,mean\r\n0,0.25\r\n1,nan\r\n'
+  np.testing.assert_array_equal(
+      paper_experiment._curves([{}], lambda d: os.fspath(folder)), [[0.25, np.nan]])
+  details = paper_experiment._details({'seed': 1, 'prediction': {}}, os.fspath(folder))
+  assert details['response_above_chance'] and not details['precue_above_chance']

@@ -9,9 +9,9 @@ global figure registry is involved (safe in headless jobs and loops; the Agg can
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
+from etils import epath
 import numpy as np
 from matplotlib import cm
 from matplotlib import colors as mcolors
@@ -184,9 +184,12 @@ def plot_eigenvalues(eigenvalues, discrete: bool = True, q=None,
 
 
 def save_figure(fig: Figure, path: str, dpi: int = 120) -> str:
-  """Writes fig to path (format from the extension), creating folders; returns the path."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=dpi)
+  """Writes fig to path, local or cloud (format from the extension, PNG without), creating
+  folders; returns the path."""
+  target = epath.Path(path)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  with target.open('wb') as f:
+    fig.savefig(f, format=target.suffix[1:] or 'png', dpi=dpi)
   return path
 
 

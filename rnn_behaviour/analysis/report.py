@@ -13,6 +13,7 @@ import math
 import os
 from typing import Callable, Mapping
 
+from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -163,11 +164,10 @@ def summary_row(numbers: Mapping) -> dict:
 def write_report(folder: str, numbers: Mapping, figures: Mapping, fmt: str = 'png',
                  dpi: int = 120) -> list:
   """Writes `analysis.json` and one `<name>.<fmt>` per figure into folder; returns the paths."""
-  os.makedirs(folder, exist_ok=True)
-  path = os.path.join(folder, 'analysis.json')
-  with open(path, 'w') as f:
-    json.dump(_tolist(numbers), f, indent=1)
+  epath.Path(folder).mkdir(parents=True, exist_ok=True)
+  path = os.fspath(epath.Path(folder) / 'analysis.json')
+  epath.Path(path).write_text(json.dumps(_tolist(numbers), indent=1))
   paths = [path]
   for name, fig in figures.items():
-    paths.append(plots.save_figure(fig, os.path.join(folder, f'{name}.{fmt}'), dpi))
+    paths.append(plots.save_figure(fig, os.fspath(epath.Path(folder) / f'{name}.{fmt}'), dpi))
   return paths

@@ -6,10 +6,12 @@ cross-temporal decoding, PCA, fixed-point spectra).
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 
 from absl import logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +19,7 @@ import numpy as np
 from rnn_behaviour import task as task_lib
 from rnn_behaviour.analysis import displays_grid
 from rnn_behaviour.analysis import dynamics
+from rnn_behaviour.analysis import plots
 from rnn_behaviour.analysis import report
 
 ANALYSIS_DIR = 'analysis'
@@ -74,7 +77,7 @@ def analyse(config, workdir: str) -> dict:
       num_bootstrap=c.num_bootstrap, num_shuffles=c.num_shuffles,
       num_fixed_point_starts=c.num_fixed_point_starts)
   numbers['trained_steps'] = int(state.step)
-  paths = report.write_report(os.path.join(workdir, ANALYSIS_DIR), numbers, figures)
+  paths = report.write_report(os.fspath(epath.Path(workdir) / ANALYSIS_DIR), numbers, figures)
   logging.info('Analysis written: %s; summary %s', ', '.join(paths), numbers['summary'])
   return numbers
 
@@ -155,7 +158,7 @@ def plot_mechanisms(curves: dict, epochs, path: str):
   axes[0].set_ylim(0, 1.05)
   axes[0].legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  plots.save_figure(fig, path, dpi=110)
   plt.close(fig)
 
 
@@ -165,20 +168,20 @@ def analyse_comparison(workdir: str) -> list[dict]:
   import csv  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
   rows, details, curves, epochs = [], [], {}, None
-  for objective in sorted(os.listdir(workdir)):
-    folder = os.path.join(workdir, objective)
-    if not os.path.isdir(folder):
+  root = epath.Path(workdir)
+  for objective in sorted(p.name for p in root.iterdir()):
+    folder = root / objective
+    if not folder.is_dir():
       continue
-    for run in sorted(os.listdir(folder)):
-      run_dir = os.path.join(folder, run)
-      if not (run.startswith('seed_') and os.path.exists(os.path.join(run_dir, 'config.json'))):
+    for run in sorted(p.name for p in folder.iterdir()):
+      run_dir = folder / run
+      if not (run.startswith('seed_') and (run_dir / 'config.json').exists()):
         continue
-      result = os.path.join(run_dir, ANALYSIS_DIR, 'analysis.json')
-      config = load_run_config(run_dir)
-      if not os.path.exists(result):
-        analyse(config, run_dir)
-      with open(result) as f:
-        numbers = json.load(f)
+      result = run_dir / ANALYSIS_DIR / 'analysis.json'
+      config = load_run_config(os.fspath(run_dir))
+      if not result.exists():
+        analyse(config, os.fspath(run_dir))
+      numbers = json.loads(result.read_text())
       seed = int(run[len('seed_'):])
       rows.append(dict(objective=objective, seed=seed, **numbers['summary']))
       epochs = task_lib.epochs_from_config(config)
@@ -188,14 +191,14 @@ def analyse_comparison(workdir: str) -> list[dict]:
           auc=_floats(numbers['swap_decoding']['auc'])))
   if not rows:
     raise FileNotFoundError(f'no trained runs (<objective>/seed_<s>/) under {workdir}')
-  with open(os.path.join(workdir, 'mechanisms.csv'), 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=MECHANISM_COLUMNS)
+  for name, columns, table in (('mechanisms.csv', MECHANISM_COLUMNS, rows),
+                               ('mechanisms_details.csv', ('objective', 'seed') + DETAIL_COLUMNS,
+                                details)):
+    text = io.StringIO(newline='')    # epath's cloud files take no newline=: built here.
+    writer = csv.DictWriter(text, fieldnames=columns)
     writer.writeheader()
-    writer.writerows(rows)
-  with open(os.path.join(workdir, 'mechanisms_details.csv'), 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=('objective', 'seed') + DETAIL_COLUMNS)
-    writer.writeheader()
-    writer.writerows(details)
+    writer.writerows(table)
+    (root / name).write_text(text.getvalue())
   fmt = lambda v: 'n/a' if v is None else (v if isinstance(v, str) else (
       'yes' if v is True else 'no' if v is False else f'{v:.3f}'))
   columns = MECHANISM_COLUMNS + DETAIL_COLUMNS
@@ -204,7 +207,6 @@ def analyse_comparison(workdir: str) -> list[dict]:
                               + [fmt(r[c]) for c in report.SUMMARY_COLUMNS]
                               + [fmt(d[c]) for c in DETAIL_COLUMNS]) + ' |'
             for r, d in zip(rows, details)]
-  with open(os.path.join(workdir, 'mechanisms.md'), 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  plot_mechanisms(curves, epochs, os.path.join(workdir, 'mechanisms.png'))
+  (root / 'mechanisms.md').write_text('\n'.join(lines) + '\n')
+  plot_mechanisms(curves, epochs, os.fspath(root / 'mechanisms.png'))
   return rows

@@ -20,11 +20,13 @@ Writes into `<workdir>/analysis_paper/` (`member_<i>/` for each member of an ens
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
 
 from absl import logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -169,11 +171,12 @@ def analyse_network(config, network, variables, key) -> tuple[dict, dict]:
   return numbers, arrays
 
 
-def _write_csv(path: str, header, rows) -> None:
-  with open(path, 'w', newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(header)
-    writer.writerows(rows)
+def _write_csv(path: epath.Path, header, rows) -> None:
+  text = io.StringIO(newline='')      # epath's cloud files take no newline=: built here.
+  writer = csv.writer(text)
+  writer.writerow(header)
+  writer.writerows(rows)
+  path.write_text(text.getvalue())
 
 
 def _json_safe(value):
@@ -190,27 +193,27 @@ def _json_safe(value):
 
 def write_outputs(folder: str, numbers: dict, arrays: dict, title: str) -> None:
   """summary.json, the CSV tables and the three figures of one analysed network."""
-  os.makedirs(folder, exist_ok=True)
-  with open(os.path.join(folder, 'summary.json'), 'w') as f:
-    json.dump(_json_safe(numbers), f, indent=2)
+  out = epath.Path(folder)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / 'summary.json').write_text(json.dumps(_json_safe(numbers), indent=2))
   average, labels = arrays['average'], arrays['labels']
-  _write_csv(os.path.join(folder, 'alignment.csv'),
+  _write_csv(out / 'alignment.csv',
              ('step', 'epoch', 'step_in_epoch', 'mean', 'lower', 'upper', 'num_pairs'),
              [(t, e, i, average.mean[t], average.band[0, t], average.band[1, t],
                average.num_pairs[t]) for t, (e, i) in enumerate(labels)])
-  _write_csv(os.path.join(folder, 'alignment_per_pair.csv'),
+  _write_csv(out / 'alignment_per_pair.csv',
              ('pair', 'cue_a', 'cue_b', 'distance', 'step', 'cosine'),
              [(p, *arrays['cues'][p], arrays['distances'][p], t, arrays['per_pair'][p, t])
               for p in range(arrays['per_pair'].shape[0])
               for t in range(arrays['per_pair'].shape[1])])
   prediction = numbers['prediction']
-  _write_csv(os.path.join(folder, 'prediction.csv'), ('distance', 'mean_precue_alignment'),
+  _write_csv(out / 'prediction.csv', ('distance', 'mean_precue_alignment'),
              zip(prediction['distances'], prediction['means']))
   swap = arrays['swap']
   projection = arrays['projection']
   correct_mean = projection[:, ~swap].mean(axis=1) if (~swap).any() else np.full(len(labels), np.nan)
   swap_mean = projection[:, swap].mean(axis=1) if swap.any() else np.full(len(labels), np.nan)
-  _write_csv(os.path.join(folder, 'swap_decision.csv'),
+  _write_csv(out / 'swap_decision.csv',
              ('step', 'epoch', 'step_in_epoch', 'auc', 'chance_lower', 'chance_upper',
               'projection_correct', 'projection_swap'),
              [(t, e, i, arrays['auc'][t], arrays['band'][0, t], arrays['band'][1, t],
@@ -218,20 +221,20 @@ def write_outputs(folder: str, numbers: dict, arrays: dict, title: str) -> None:
   plots.save_figure(plots.plot_paper_alignment(
       average.mean, average.band, numbers['alignment_fit'], arrays['spans'],
       arrays['cue_onset'], f'Plane alignment, paper protocol ({title})'),
-                    os.path.join(folder, 'alignment.png'))
+                    os.fspath(out / 'alignment.png'))
   plots.save_figure(plots.plot_precue_vs_distance(
       arrays['distances'], arrays['per_pair'][:, arrays['precue_step']], prediction,
       f'Before the cue: alignment vs cue distance ({title})'),
-                    os.path.join(folder, 'precue_vs_distance.png'))
+                    os.fspath(out / 'precue_vs_distance.png'))
   plots.save_figure(plots.plot_swap_decision(
       arrays['auc'], arrays['band'], projection[:, ~swap], projection[:, swap], arrays['spans'],
       f'Where a swap is decided ({title}; {int(swap.sum())} swaps of {swap.size} trials)'),
-                    os.path.join(folder, 'swap_decision.png'))
+                    os.fspath(out / 'swap_decision.png'))
 
 
 def member_folder(workdir: str, member: int | None) -> str:
-  folder = os.path.join(workdir, PAPER_DIR)
-  return folder if member is None else os.path.join(folder, f'member_{member}')
+  folder = epath.Path(workdir) / PAPER_DIR
+  return os.fspath(folder if member is None else folder / f'member_{member}')
 
 
 def analyse(config, workdir: str) -> list[dict]:
@@ -247,10 +250,9 @@ def analyse(config, workdir: str) -> list[dict]:
   results = []
   for member in members:
     folder = member_folder(workdir, member)
-    summary = os.path.join(folder, 'summary.json')
-    if os.path.exists(summary):
-      with open(summary) as f:
-        results.append(json.load(f))
+    summary = epath.Path(folder) / 'summary.json'
+    if summary.exists():
+      results.append(json.loads(summary.read_text()))
       continue
     network, state = train.load_trained(config, workdir, member=member)
     seed = config.seed + (member or 0)
