@@ -362,10 +362,35 @@ def write_tables(summary: dict, out: str) -> list[str]:
           write_csv(out / SUMMARY_CSV, flat, [flat])]
 
 
-def evaluate(config, workdir: str) -> dict:
+def eval_dir(workdir, member: int | None = None) -> epath.Path:
+  """Where an evaluation is written: <workdir>/eval, or eval/member_<i> for an ensemble's."""
+  out = epath.Path(workdir) / EVAL_DIR
+  return out if member is None else out / f'member_{member}'
+
+
+def evaluate(config, workdir: str, member: int | None = None):
   """Samples the trained network and the generating model on held-out displays, and writes
   `<workdir>/eval/`: `samples.npz`, `summary.json`, `summary.csv`,
-  `swap_rate_by_cue_distance.csv` and PNG figures. Reports each stage as it runs."""
+  `swap_rate_by_cue_distance.csv` and PNG figures. Reports each stage as it runs.
+
+  For a seed ensemble (config.train.ensemble_size = E > 1) each member is evaluated on the same
+  held-out displays and written to `eval/member_<i>/`; the list of their summaries is
+  returned. `member` evaluates one member only.
+  """
+  from rnn_behaviour import train
+
+  num_members = train.ensemble_size(config)
+  if num_members > 1 and member is None:
+    summaries = []
+    for i in range(num_members):
+      progress.say(f'Evaluating ensemble member {i + 1} of {num_members} '
+                   f'(seed {train.member_seeds(config)[i]}).')
+      summaries.append(evaluate(config, workdir, member=i))
+    return summaries
+  return _evaluate_one(config, workdir, member if num_members > 1 else None)
+
+
+def _evaluate_one(config, workdir: str, member: int | None) -> dict:
   from rnn_behaviour import plots  # Matplotlib only where figures are made.
   from rnn_behaviour import train
 
@@ -373,7 +398,7 @@ def evaluate(config, workdir: str) -> dict:
   stages = progress.Stages('evaluate', [name for name in STAGES if c.bns_svi_steps > 0
                                         or name != 'fit BNS swap functions'])
   with stages.stage('load the trained network'):
-    network, state = train.load_trained(config, workdir)
+    network, state = train.load_trained(config, workdir, member=member)
     behaviour_model = source.target_model_from_config(config, workdir)
   key_displays, key_network, key_surrogate, key_reference = jax.random.split(
       jax.random.key(c.seed), 4)
@@ -390,6 +415,8 @@ def evaluate(config, workdir: str) -> dict:
     edges = cue_bin_edges(c.num_cue_bins, config.task.min_separation_cue)
     summary = summarise(displays, network_responses, surrogate, reference, weights, edges)
   summary['trained_steps'] = int(state.step)
+  if member is not None:
+    summary['member'] = {'index': member, 'seed': train.member_seeds(config)[member]}
   with stages.stage('fit mixtures'):
     summary['mixture_fit'] = {'network': mixture_summary(displays, network_responses),
                               'truth': mixture_summary(displays, surrogate)}
@@ -414,7 +441,7 @@ def evaluate(config, workdir: str) -> dict:
                                                          np.asarray(network_responses),
                                                          np.asarray(surrogate))
   with stages.stage('write results and figures'):
-    out = epath.Path(workdir) / EVAL_DIR
+    out = eval_dir(workdir, member)
     out.mkdir(parents=True, exist_ok=True)
     arrays = dict(cue=displays.cue, report=displays.report, cued=displays.cued,
                   network=network_responses, surrogate=surrogate, weights=weights)
@@ -424,7 +451,7 @@ def evaluate(config, workdir: str) -> dict:
     write_tables(summary, out)
     plots.response_histograms(arrays, out / 'response_histograms.png', c.num_plot_displays)
     plots.swap_rate_by_distance(summary, out / 'swap_rate_by_cue_distance.png')
-    plots.training_curve(train.read_metrics(workdir), out / 'training_loss.png')
+    plots.training_curve(train.read_metrics(workdir, member=member), out / 'training_loss.png')
     if 'bns_swap_function' in summary:
       plots.swap_function(summary['bns_swap_function'], out / 'swap_function.png')
   sr = summary['swap_rate']

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rnn_behaviour import evaluate
 from rnn_behaviour import train
 
 
@@ -107,3 +108,23 @@ def test_init_from_must_exist(tiny_config, tmp_path):
   tiny_config.train.init_from = str(tmp_path / 'nowhere')
   with pytest.raises(config_validation.ConfigError, match='config.train.init_from'):
     config_validation.validate(tiny_config)
+
+
+def test_an_ensemble_is_evaluated_member_by_member(tiny_config, tmp_path):
+  tiny_config.train.ensemble_size = 2
+  tiny_config.train.num_steps = 2
+  tiny_config.eval.bns_svi_steps = 0
+  workdir = str(tmp_path / 'ensemble')
+  train.train(tiny_config, workdir)
+  summaries = evaluate.evaluate(tiny_config, workdir)
+  assert [s['member'] for s in summaries] == [{'index': 0, 'seed': 0}, {'index': 1, 'seed': 1}]
+  for i, summary in enumerate(summaries):
+    out = tmp_path / 'ensemble' / 'eval' / f'member_{i}'
+    assert json.loads((out / 'summary.json').read_text())['member']['index'] == i
+    assert (out / 'summary.csv').exists() and (out / 'response_histograms.png').exists()
+    assert summary['trained_steps'] == 2
+  # Same held-out displays and generating model, different networks.
+  assert summaries[0]['swap_rate']['truth'] == summaries[1]['swap_rate']['truth']
+  assert summaries[0]['swap_rate']['network'] != summaries[1]['swap_rate']['network'] or (
+      summaries[0]['circular_sd_around_target']['network']
+      != summaries[1]['circular_sd_around_target']['network'])
