@@ -27,6 +27,10 @@ ensemble run in the folder itself, or standalone seed runs), so interrupted work
 old workdirs are read back. Seeds whose runs are finished (trained to train.num_steps and
 evaluated) are not repeated. The wall time of each training, export and evaluation is
 appended to `workdir/timings.jsonl` (experiments/benchmark_comparison.py compares the layouts).
+
+Files go through etils `epath`, so the workdir may be a cloud path (`gs://bucket/...`); the
+checkpoints themselves are orbax's (train.checkpoint_manager), which reads and writes gs://
+on its own.
 """
 
 from __future__ import annotations
@@ -34,13 +38,15 @@ from __future__ import annotations
 import csv
 import functools
 import importlib
+import io
 import json
 import os
-import shutil
+import posixpath
 import time
 import warnings
 
 from absl import logging
+from etils import epath
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -87,7 +93,7 @@ def row_from_summary(name: str, seed: int, summary: dict) -> dict:
 
 def seed_folder(workdir: str, name: str, seed: int) -> str:
   """The run folder of one objective and seed: `workdir/<objective>/seed_<s>/`."""
-  return os.path.join(workdir, name, f'seed_{seed}')
+  return os.fspath(epath.Path(workdir) / name / f'seed_{seed}')
 
 
 def ensemble_config(comparison, name: str, behaviour_dir: str):
@@ -119,12 +125,12 @@ def objective_layout(comparison, folder: str, seeds) -> str:
   it resumes and its finished runs are read back: an ensemble run in `folder` itself, or
   standalone runs in its `seed_<s>/` (a seed folder exported from an ensemble is not one).
   """
-  if os.path.exists(os.path.join(folder, 'config.json')):
+  folder = epath.Path(folder)
+  if (folder / 'config.json').exists():
     return 'ensemble'
   for seed in seeds:
-    run_dir = os.path.join(folder, f'seed_{seed}')
-    if (os.path.exists(os.path.join(run_dir, 'config.json'))
-        and not os.path.exists(os.path.join(run_dir, MEMBER_FILE))):
+    run_dir = folder / f'seed_{seed}'
+    if (run_dir / 'config.json').exists() and not (run_dir / MEMBER_FILE).exists():
       return 'per_seed'
   return 'ensemble' if wants_ensembles(comparison) else 'per_seed'
 
@@ -133,24 +139,22 @@ def finished(config, run_dir: str) -> bool:
   """Whether a seed's run is trained to config.train.num_steps and evaluated. A member exported
   from an ensemble counts once its ensemble trained that far, even if the member stopped early
   (a diverging member is frozen at its last good state, and its summary says so)."""
-  path = os.path.join(run_dir, 'eval', 'summary.json')
-  if not os.path.exists(path):
+  path = epath.Path(run_dir) / 'eval' / 'summary.json'
+  if not path.exists():
     return False
-  with open(path) as f:
-    if json.load(f).get('trained_steps') == config.train.num_steps:
-      return True
-  member = os.path.join(run_dir, MEMBER_FILE)
-  if not os.path.exists(member):
+  if json.loads(path.read_text()).get('trained_steps') == config.train.num_steps:
+    return True
+  member = epath.Path(run_dir) / MEMBER_FILE
+  if not member.exists():
     return False
-  with open(member) as f:
-    return json.load(f).get('ensemble_step') == config.train.num_steps
+  return json.loads(member.read_text()).get('ensemble_step') == config.train.num_steps
 
 
 def _latest_step(workdir: str) -> int | None:
   if not workdir_lib.has_checkpoint(workdir):
     return None
-  return max(int(n) for n in os.listdir(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR))
-             if n.isdigit())
+  return max(int(p.name) for p in (epath.Path(workdir) / workdir_lib.CHECKPOINT_DIR).iterdir()
+             if p.name.isdigit())
 
 
 def export_member(config, ensemble_dir: str, state, member: int, seed: int, run_dir: str):
@@ -158,12 +162,13 @@ def export_member(config, ensemble_dir: str, state, member: int, seed: int, run_
   in `run_dir`: its final checkpoint, config.json (the config of that seed's standalone run),
   metrics.jsonl (the member's copy) and MEMBER_FILE. Evaluation and analysis then read it as
   any run; training it further would resume it as a standalone run."""
-  for stale in (os.path.join(run_dir, MEMBER_FILE), os.path.join(run_dir, 'eval', 'summary.json')):
-    if os.path.exists(stale):
-      os.remove(stale)
-  checkpoints = os.path.join(run_dir, workdir_lib.CHECKPOINT_DIR)
-  if os.path.isdir(checkpoints):
-    shutil.rmtree(checkpoints)
+  folder = epath.Path(run_dir)
+  for stale in (folder / MEMBER_FILE, folder / 'eval' / 'summary.json'):
+    if stale.exists():
+      stale.unlink()
+  checkpoints = folder / workdir_lib.CHECKPOINT_DIR
+  if checkpoints.is_dir():
+    checkpoints.rmtree()
   train.save_config(config, run_dir)
   manager = train.checkpoint_manager(run_dir, config.train)
   try:
@@ -171,20 +176,23 @@ def export_member(config, ensemble_dir: str, state, member: int, seed: int, run_
     manager.wait_until_finished()
   finally:
     manager.close()
-  metrics = os.path.join(ensemble_dir, train.MEMBERS_DIR, f'member_{member}', train.METRICS_FILE)
-  if os.path.exists(metrics):
-    shutil.copyfile(metrics, os.path.join(run_dir, train.METRICS_FILE))
-  with open(os.path.join(run_dir, MEMBER_FILE), 'w') as f:
-    json.dump(dict(ensemble=os.path.relpath(ensemble_dir, run_dir), member=member, seed=seed,
-                   ensemble_step=_latest_step(ensemble_dir), member_step=int(state.step)), f,
-              indent=2)
+  metrics = (epath.Path(ensemble_dir) / train.MEMBERS_DIR / f'member_{member}'
+             / train.METRICS_FILE)
+  if metrics.exists():
+    metrics.copy(folder / train.METRICS_FILE, overwrite=True)
+  # The ensemble as a path relative to the seed folder ('..' in the comparison's layout): string
+  # arithmetic on the normalised paths, valid for gs:// as for local ones.
+  ensemble = posixpath.relpath(os.fspath(epath.Path(ensemble_dir)), os.fspath(folder))
+  (folder / MEMBER_FILE).write_text(json.dumps(
+      dict(ensemble=ensemble, member=member, seed=seed,
+           ensemble_step=_latest_step(ensemble_dir), member_step=int(state.step)), indent=2))
 
 
 def _timed(workdir: str, record: dict, work):
   """Runs `work()` and appends its wall time to `workdir/timings.jsonl`."""
   start = time.perf_counter()
   work()
-  workdir_lib.append_jsonl(os.path.join(workdir, TIMINGS_FILE),
+  workdir_lib.append_jsonl(os.fspath(epath.Path(workdir) / TIMINGS_FILE),
                            dict(record, seconds=time.perf_counter() - start))
 
 
@@ -196,7 +204,7 @@ def run_objective(comparison, name: str, workdir: str, behaviour_dir: str) -> No
   Layout 'per_seed': one run per seed in `seed_<s>/`, trained then evaluated.
   """
   seeds = [int(s) for s in comparison.seeds]
-  folder = os.path.join(workdir, name)
+  folder = os.fspath(epath.Path(workdir) / name)
   configs = {s: run_config(comparison, name, s, behaviour_dir) for s in seeds}
   pending = [s for s in seeds if not finished(configs[s], seed_folder(workdir, name, s))]
   if not pending:
@@ -251,6 +259,7 @@ def plot(rows: list[dict], curves: dict, path: str):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from rnn_behaviour import plots  # pylint: disable=g-import-not-at-top
   names = list(dict.fromkeys(r['objective'] for r in rows))
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   for i, metric in enumerate(('swap_curve_error', 'distance_ratio')):
@@ -276,7 +285,7 @@ def plot(rows: list[dict], curves: dict, path: str):
   ax.set_ylabel('swap rate (mean over seeds)')
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  plots.save_figure(fig, path, dpi=110)
   plt.close(fig)
 
 
@@ -285,6 +294,7 @@ def plot_swap_functions(functions: dict, path: str):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from rnn_behaviour import plots  # pylint: disable=g-import-not-at-top
   names = list(functions)
   cols = min(3, len(names))
   rows = int(np.ceil(len(names) / cols))
@@ -310,7 +320,7 @@ def plot_swap_functions(functions: dict, path: str):
     ax.axis('off')
   axes.flat[0].legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  plots.save_figure(fig, path, dpi=110)
   plt.close(fig)
 
 
@@ -325,23 +335,52 @@ def _swap_function_rows(name: str, seed: int, result: dict) -> list[dict]:
   return rows
 
 
+def _csv_text(columns, rows, **options) -> str:
+  """Rows as CSV text, as csv.DictWriter writes to a file opened with newline=''."""
+  text = io.StringIO(newline='')      # epath's cloud files take no newline=: built here.
+  writer = csv.DictWriter(text, fieldnames=columns, **options)
+  writer.writeheader()
+  writer.writerows(rows)
+  return text.getvalue()
+
+
+def write_outputs(workdir: str, rows: list[dict], curves: dict, functions: dict,
+                  function_rows: list[dict], reference: list[dict]) -> str:
+  """Writes comparison.csv/md/png (and swap_functions.csv/png when there are BNS swap
+  functions) into `workdir`; returns the markdown table."""
+  root = epath.Path(workdir)
+  (root / 'comparison.csv').write_text(_csv_text(COLUMNS, rows, extrasaction='ignore'))
+  if functions:
+    (root / 'swap_functions.csv').write_text(_csv_text(SWAP_FUNCTION_COLUMNS, function_rows))
+    plot_swap_functions(functions, os.fspath(root / 'swap_functions.png'))
+  table = markdown_table(rows)
+  if reference:
+    table += (f"\nheldout_loglik is per trial (nats) on {reference[0]['observations']}, under a "
+              f"von Mises kernel density (kappa {reference[0]['kde_concentration']}) of each "
+              f"network's samples; the generating behavioural model scores "
+              f"{np.mean([r['behaviour_model'] for r in reference]):.3f} the same way.\n")
+  (root / 'comparison.md').write_text(table)
+  plot(rows, {k: (c, np.array(r, float)) if k != '__truth__' else (c, r)
+              for k, (c, r) in curves.items()}, os.fspath(root / 'comparison.png'))
+  return table
+
+
 def compare(comparison, workdir: str) -> list[dict]:
-  os.makedirs(workdir, exist_ok=True)
-  behaviour_dir = os.path.join(workdir, 'behaviour')
+  root = epath.Path(workdir)
+  root.mkdir(parents=True, exist_ok=True)
+  behaviour_dir = os.fspath(root / 'behaviour')
   rows, curves, functions, function_rows, reference = [], {}, {}, [], []
   for name in comparison.objectives:
     config = run_config(comparison, name, comparison.seeds[0], behaviour_dir)
     if (config.behaviour.source == 'bns' and config.behaviour.fit == behaviour_dir
-        and not os.path.isdir(behaviour_dir)):
+        and not epath.Path(behaviour_dir).is_dir()):
       from rnn_behaviour.behaviour import pipeline  # pylint: disable=g-import-not-at-top
       pipeline.fit_behaviour(config, workdir)
     run_objective(comparison, name, workdir, behaviour_dir)
     for seed in comparison.seeds:
       config = run_config(comparison, name, seed, behaviour_dir)
       run_dir = seed_folder(workdir, name, seed)
-      summary_path = os.path.join(run_dir, 'eval', 'summary.json')
-      with open(summary_path) as f:
-        summary = json.load(f)
+      summary = json.loads((epath.Path(run_dir) / 'eval' / 'summary.json').read_text())
       if config.eval.bns_svi_steps > 0 and 'bns_swap_function' not in summary:
         from rnn_behaviour import evaluate  # pylint: disable=g-import-not-at-top
         summary['bns_swap_function'] = evaluate.add_swap_function_judgement(config, run_dir)
@@ -354,25 +393,6 @@ def compare(comparison, workdir: str) -> list[dict]:
       centres = summary['cue_distance_bins']['centres']
       curves.setdefault(name, (centres, []))[1].append(bins['network'])
       curves['__truth__'] = (centres, bins['truth'])
-  with open(os.path.join(workdir, 'comparison.csv'), 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction='ignore')
-    writer.writeheader()
-    writer.writerows(rows)
-  if functions:
-    with open(os.path.join(workdir, 'swap_functions.csv'), 'w', newline='') as f:
-      writer = csv.DictWriter(f, fieldnames=SWAP_FUNCTION_COLUMNS)
-      writer.writeheader()
-      writer.writerows(function_rows)
-    plot_swap_functions(functions, os.path.join(workdir, 'swap_functions.png'))
-  table = markdown_table(rows)
-  if reference:
-    table += (f"\nheldout_loglik is per trial (nats) on {reference[0]['observations']}, under a "
-              f"von Mises kernel density (kappa {reference[0]['kde_concentration']}) of each "
-              f"network's samples; the generating behavioural model scores "
-              f"{np.mean([r['behaviour_model'] for r in reference]):.3f} the same way.\n")
-  with open(os.path.join(workdir, 'comparison.md'), 'w') as f:
-    f.write(table)
-  plot(rows, {k: (c, np.array(r, float)) if k != '__truth__' else (c, r)
-              for k, (c, r) in curves.items()}, os.path.join(workdir, 'comparison.png'))
+  table = write_outputs(workdir, rows, curves, functions, function_rows, reference)
   logging.info('Comparison:\n%s', table)
   return rows

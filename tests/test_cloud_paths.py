@@ -203,3 +203,88 @@ def test_analysis_outputs_and_finished_stages_live_in_the_bucket(bucket):
       paper_experiment._curves([{}], lambda d: os.fspath(folder)), [[0.25, np.nan]])
   details = paper_experiment._details({'seed': 1, 'prediction': {}}, os.fspath(folder))
   assert details['response_above_chance'] and not details['precue_above_chance']
+
+
+def test_comparison_tables_and_exported_members_live_in_the_bucket(bucket, tmp_path,
+                                                                    monkeypatch):
+  import types  # pylint: disable=g-import-not-at-top
+  from rnn_behaviour import comparison  # pylint: disable=g-import-not-at-top
+  work = f'{RUN}/comparison'
+  assert comparison.seed_folder(work, 'diffusion', 4) == f'{work}/diffusion/seed_4'
+  rows = [dict(objective='diffusion', seed=s, swap_curve_error=0.1 * s, distance_ratio=1.5 + s,
+               circ_sd_error=0.25, heldout_loglik=-1.0 - s, bns_logit_error=0.5) for s in (3, 4)]
+  centres = [0.5, 1.5]
+  curves = {'diffusion': (centres, [[0.1, 0.2], [0.3, np.nan]]), '__truth__': (centres, [0.2, 0.1])}
+  band = dict(distance=[0.5, 1.5], mean=[0.0, -1.0], lower=[-0.5, -1.5], upper=[0.5, -0.5])
+  functions = {'diffusion': [dict(network=band, surrogate=band)]}
+  function_rows = comparison._swap_function_rows('diffusion', 3, functions['diffusion'][0])
+  reference = [dict(observations='2 trials', kde_concentration=50.0, behaviour_model=-0.75)]
+  for out in (work, str(tmp_path / 'local')):
+    epath.Path(out).mkdir(parents=True)
+    table = comparison.write_outputs(out, rows, curves, functions, function_rows, reference)
+  cloud, local = bucket / 'bucket/runs/one/comparison', tmp_path / 'local'
+  for name in ('comparison.csv', 'swap_functions.csv', 'comparison.md'):
+    assert (cloud / name).read_bytes() == (local / name).read_bytes(), name
+  assert (cloud / 'comparison.csv').read_bytes().startswith(
+      b'objective,seed,swap_curve_error,distance_ratio,circ_sd_error,heldout_loglik\r\n'
+      b'diffusion,3,')
+  assert (cloud / 'comparison.md').read_text() == table and '-0.750 the same way' in table
+  for name in ('comparison.png', 'swap_functions.png'):
+    assert (cloud / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+  # An ensemble in <objective>/ exports member 1 to seed_4/ (orbax's save stubbed: it has its
+  # own GCS client), replacing a stale export.
+  ensemble = f'{work}/diffusion'
+  epath.Path(f'{ensemble}/checkpoints/4').mkdir(parents=True)
+  epath.Path(f'{ensemble}/config.json').write_text('{}')
+  member_metrics = epath.Path(f'{ensemble}/{train.MEMBERS_DIR}/member_1/{train.METRICS_FILE}')
+  member_metrics.parent.mkdir(parents=True)
+  member_metrics.write_text('{"step": 4, "loss": 0.5}\n')
+  run_dir = comparison.seed_folder(work, 'diffusion', 4)
+  epath.Path(f'{run_dir}/checkpoints/2').mkdir(parents=True)
+  epath.Path(f'{run_dir}/eval').mkdir()
+  epath.Path(f'{run_dir}/eval/summary.json').write_text('{"trained_steps": 2}')
+  saved = []
+
+  class Manager:
+    def __init__(self, directory):
+      self.directory = directory
+
+    def save(self, step, args):
+      saved.append((self.directory, step, args))
+      (epath.Path(self.directory) / workdir_lib.CHECKPOINT_DIR / str(step)).mkdir(parents=True)
+
+    def wait_until_finished(self):
+      pass
+
+    def close(self):
+      pass
+
+  monkeypatch.setattr(train, 'checkpoint_manager', lambda d, _: Manager(d))
+  config = conftest.make_tiny_config()
+  config.train.num_steps = 4
+  state = types.SimpleNamespace(step=np.int32(4))
+  comparison.export_member(config, ensemble, state, 1, 4, run_dir)
+  assert [(d, s) for d, s, _ in saved] == [(run_dir, 4)]
+  seed_dir = cloud / 'diffusion/seed_4'
+  assert sorted(p.name for p in (seed_dir / 'checkpoints').iterdir()) == ['4']
+  assert not (seed_dir / 'eval/summary.json').exists()
+  assert (seed_dir / train.METRICS_FILE).read_text() == '{"step": 4, "loss": 0.5}\n'
+  assert json.loads((seed_dir / comparison.MEMBER_FILE).read_text()) == dict(
+      ensemble='..', member=1, seed=4, ensemble_step=4, member_step=4)
+  assert train.load_run_config(run_dir).seed == config.seed
+  assert comparison._latest_step(ensemble) == 4
+  epath.Path(f'{run_dir}/eval/summary.json').write_text('{"trained_steps": 3}')
+  assert comparison.finished(config, run_dir)          # Its ensemble trained to num_steps.
+  assert not comparison.finished(config, comparison.seed_folder(work, 'diffusion', 3))
+  spec = ml_collections.ConfigDict(dict(seeds=[3, 4], ensembles=False))
+  assert comparison.objective_layout(spec, ensemble, [3, 4]) == 'ensemble'
+  epath.Path(f'{ensemble}/config.json').unlink()
+  spec.ensembles = True                  # seed_4 is an exported member, not a standalone run.
+  assert comparison.objective_layout(spec, ensemble, [3, 4]) == 'ensemble'
+  epath.Path(f'{ensemble}/seed_3').mkdir()
+  epath.Path(f'{ensemble}/seed_3/config.json').write_text('{}')
+  assert comparison.objective_layout(spec, ensemble, [3, 4]) == 'per_seed'
+  timings = f'{work}/{comparison.TIMINGS_FILE}'
+  comparison._timed(work, {'stage': 'export'}, lambda: None)
+  assert [r['stage'] for r in workdir_lib.read_jsonl(timings)] == ['export']
