@@ -122,16 +122,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def shard_displays(tree, mesh: Mesh | None):
-  """Constrains the leading (display) axis of every leaf to the mesh's 'displays' axis."""
+  """Constrains the leading axis of every leaf (displays, or the device blocks of a chunked
+  step) to the mesh's 'displays' axis."""
   if mesh is None or mesh.shape[DISPLAYS] == 1:
     return tree
   return jax.tree_util.tree_map(
       lambda a: jax.lax.with_sharding_constraint(a, NamedSharding(mesh, P(DISPLAYS))), tree)
-
-
-def shard_blocks(tree, mesh: Mesh | None):
-  """Constrains the leading (device block) axis of every leaf to 'displays' (chunked steps)."""
-  return shard_displays(tree, mesh)
 
 
 def barrier(name: str) -> None:
