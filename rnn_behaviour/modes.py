@@ -8,7 +8,7 @@ from rnn_behaviour import parallel
 from rnn_behaviour import train
 from rnn_behaviour import workdir as workdir_lib
 
-MODES = ('train', 'evaluate', 'all', 'fit_behaviour', 'analyse')
+MODES = ('train', 'evaluate', 'all', 'fit_behaviour', 'analyse', 'report')
 
 
 READS_CHECKPOINT = ('evaluate', 'analyse')   # Modes that need a trained network there.
@@ -23,6 +23,15 @@ def run(config, workdir: str, mode: str, restart: bool = False) -> None:
   """
   if mode not in MODES:
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+  if mode == 'all' and 'report' in config:
+    mode = config.report.get('mode', mode)   # A report config runs its report by default.
+  if mode == 'report':
+    workdir_lib.check(workdir)
+    if parallel.is_chief():
+      from rnn_behaviour import lab_report  # pylint: disable=g-import-not-at-top
+      lab_report.run(config, workdir)
+    parallel.barrier('report done')
+    return
   workdir_lib.check(workdir, needs_checkpoint=mode in READS_CHECKPOINT)
   if mode == 'fit_behaviour' or (mode == 'all' and config.behaviour.source == 'bns'
                                  and not config.behaviour.fit):
