@@ -57,6 +57,35 @@ def _one_of(options):
   return lambda v: v in options
 
 
+def _check_plane_protocol(c) -> None:
+  """The paper protocol's plane-alignment variant and its pairs (analysis/paper_protocol.py)."""
+  from rnn_behaviour.analysis import paper_protocol  # pylint: disable=g-import-not-at-top
+  a = c.analysis
+  _check(c, 'analysis.pair_rotations', _nonnegative_int,
+         "a non-negative integer (0: the variant's own)")
+  _check(c, 'analysis.report_values', lambda v: _nonnegative_int(v) and (v == 0 or v >= 4),
+         "0 (the variant's own) or an integer >= 4")
+  if 'paper_variant' in a:
+    _check(c, 'analysis.paper_variant', _one_of(paper_protocol.VARIANTS),
+           f'one of {paper_protocol.VARIANTS}')
+  if 'pair_grid' in a:
+    _check(c, 'analysis.pair_grid', lambda v: _positive_int(v) and v >= 4, 'an integer >= 4')
+  if 'index_samples_per_display' in a:
+    _check(c, 'analysis.index_samples_per_display', _nonnegative_int,
+           "a non-negative integer (0: the variant's own)")
+  if a.get('paper_variant', 'authors') != 'authors' or c.task.cueing == 'index':
+    return
+  grid_field = 'task.cue_grid' if c.task.cue_grid else 'analysis.pair_grid'
+  grid = _get(c, grid_field) if c.task.cue_grid or 'pair_grid' in a else 24
+  if a.pair_rotations > grid:
+    raise ConfigError(f'config.analysis.pair_rotations={a.pair_rotations} exceeds the '
+                      f'{grid} grid positions of config.{grid_field}')
+  if not paper_protocol.grid_separations(grid, c.task.min_separation_cue).size:
+    raise ConfigError(f'config.{grid_field}={grid} has no cue separation from '
+                      f'config.task.min_separation_cue={c.task.min_separation_cue:.3f} to below '
+                      "pi for the authors' plane-alignment pairs")
+
+
 def validate(config) -> None:
   """Raises ConfigError naming the first invalid field of a training/evaluation config."""
   c = config
@@ -120,11 +149,10 @@ def validate(config) -> None:
   if 'analysis' in c and 'protocol' in c.analysis:
     from rnn_behaviour.analysis import run_paper  # pylint: disable=g-import-not-at-top
     _check(c, 'analysis.protocol', _one_of(run_paper.PROTOCOLS), f'one of {run_paper.PROTOCOLS}')
-    for field in ('analysis.pair_rotations', 'analysis.swap_displays'):
-      _check(c, field, _positive_int, 'a positive integer')
-    _check(c, 'analysis.report_values', lambda v: _positive_int(v) and v >= 4, 'an integer >= 4')
+    _check(c, 'analysis.swap_displays', _positive_int, 'a positive integer')
     _check(c, 'analysis.reported_bins', lambda v: _positive_int(v) and v >= 3, 'an integer >= 3')
     _check(c, 'analysis.pair_distance_step', _positive, 'positive (radians)')
+    _check_plane_protocol(c)
   if 'analysis' in c and 'cue_separation' in c.analysis:
     _check(c, 'analysis.cue_separation',
            lambda v: _finite(v) and c.task.min_separation_cue - 1e-6 <= v <= np.pi + 1e-6,

@@ -35,6 +35,7 @@ import numpy as np
 from rnn_behaviour import curriculum
 from rnn_behaviour import task as task_lib
 from rnn_behaviour.analysis import decoding
+from rnn_behaviour.analysis import paper_protocol as pp
 from rnn_behaviour.analysis import plots as analysis_plots
 from rnn_behaviour.analysis import run_paper
 from rnn_behaviour.behaviour import source
@@ -256,7 +257,8 @@ def _analyse_targets(experiment, workdir: str, chains: dict, noise=None) -> tupl
 
 def _spans(config) -> dict:
   epochs = task_lib.epochs_from_config(config)
-  return run_paper.epoch_spans(epochs)
+  variant = config.analysis.get('paper_variant', 'authors')
+  return run_paper.epoch_spans(epochs, pp.recipe(variant).skip_post_cue)
 
 
 def _write(groups: dict, folders: dict, workdir: str, stem: str, title: str,

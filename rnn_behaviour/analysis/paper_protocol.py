@@ -2,32 +2,47 @@
 
 Plane alignment (Panichello & Buschman 2021, as Radmard, Bays & Lengyel compute it). One *cue
 pair* (the two items' cue features, fixed) at a time, many trials of it: every pair of report
-features on a grid, each item cued, the network's own noise on. At every time step t from the
-start of the delay to the end of the response:
+features on a grid, each item cued, the network's own noise on (and its own initial state:
+whatever `rnn.Network.sample` draws). At every analysed time step:
 
   1. project the states onto the null space of the readout D (the readout plane carries the
-     response itself, not the memory), x -> B^T x with B (n, n - 2) an orthonormal basis;
-  2. reduce them to 3 dimensions by PCA over all of the pair's trials (centred across trials);
+     response itself, not the memory);
+  2. reduce them to 3 dimensions by PCA over *all* of the pair's trials, swaps included
+     (centred across trials);
   3. keep the trials that end *correct* (response nearest the cued item), split them by which
-     item was cued, and bin each half by the *reported* colour (16 equal bins on the circle);
-  4. fit a plane to each half's bin means (through their centroid; the normal is the direction
-     of least variance in the 3-D space; empty bins are left out);
+     item was cued, and bin each half by the *reported* colour (16 equal bins on the circle,
+     [-pi + b w, -pi + (b + 1) w));
+  4. fit a plane to each half's 16 bin means: the normal is the third principal axis of the
+     bin means about their centroid;
   5. the alignment is |cos| of the angle between the two planes' normals: 0 orthogonal, 1
      aligned.
 
-The pair's time courses are averaged over cue pairs, with a percentile bootstrap band over pairs.
-Differences from the authors' notebook, on purpose: their per-trial subtraction of the mean over
-units before the PCA is not done (PCA centres across trials, which is what a PCA needs), and an
-empty colour bin is left out rather than entering the plane fit as a point at the origin.
+Two variants (`config.analysis.paper_variant`), differing in three places:
+
+  'authors' (the default), as the authors' notebook `analysis/new_analysis/plane_alignment.ipynb`
+    runs it: in step 1 the states are projected with the (n, n) projector B B^T, staying in unit
+    coordinates, and each trial's mean over the n units is then subtracted; in step 4 an empty
+    colour bin stays in the fit as a zero row (the PCA origin, i.e. the mean of all the pair's
+    trials); time runs over the delay, cue and response epochs, the post-cue step skipped.
+    Displays: cue pairs on a 24-point grid (the task's own cue grid when it has one), every
+    separation from min_separation_cue up to the last below 180 degrees (3-11 grid steps for
+    45 degrees on 24 points) at every rotation of the grid; report values on the same grid; 32
+    samples a display. Index cueing: one 180-degree pair, 64 samples a display.
+  'ours' (the protocol before issue 20): coordinates x B (n - 2) with no per-trial mean
+    subtraction (a PCA centres across trials, which is what it needs); empty bins left out of
+    the plane fit (NaN with fewer than three filled); time over the delay, cue, post-cue and
+    response epochs; cue pairs at distances min_separation_cue + k pair_distance_step below pi
+    (on a cue grid: its multiples up to pi) at 4 rotations; 12 report values.
 
 The prediction: the nearer the two cue features, the more aligned the colour planes already are
 before the cue; measured as the slope and the rank correlation of the pair's alignment at the
 last pre-cue step against its cue distance, with bootstrap intervals over pairs.
 
 Where a swap is decided: separability of swap and correct trials of the same display at every
-step, response epoch included, in the readout's null space (the readout itself shows the
-answer once it is given), by the within-display-centred decoder of `decoding.swap_auc_over_time`;
-and the trials' projection on the most discriminating null-space direction.
+analysed step, response epoch included, in the readout's null space (the readout itself shows
+the answer once it is given), by the within-display-centred decoder of
+`decoding.swap_auc_over_time`; and the trials' projection on the most discriminating null-space
+direction.
 
 Shapes: trajectories are time-major (T, K, S, n): time, displays, samples, units.
 """
@@ -47,17 +62,39 @@ from rnn_behaviour import task as task_lib
 from rnn_behaviour.analysis import displays_grid
 
 NUM_COMPONENTS = 3
+VARIANTS = ('authors', 'ours')
+# The epochs whose steps enter the time courses, in trial order.
+ANALYSED_EPOCHS = {'authors': ('delay', 'cue', 'response'),
+                   'ours': ('delay', 'cue', 'post_cue', 'response')}
+# Settings a config leaves at 0 ("the variant's own").
+_OURS_ROTATIONS, _OURS_REPORT_VALUES, _AUTHORS_INDEX_SAMPLES = 4, 12, 64
+
+
+class Recipe(NamedTuple):
+  """How a variant computes one pair's alignment (see the module docstring)."""
+  subtract_unit_mean: bool     # Project with B B^T and subtract each trial's mean over units.
+  keep_empty_bins: bool        # Empty colour bins enter the plane fit as zero rows.
+  skip_post_cue: bool          # The post-cue epoch is not part of the time course.
+
+
+RECIPES = {'authors': Recipe(True, True, True), 'ours': Recipe(False, False, False)}
+
+
+def recipe(variant: str) -> Recipe:
+  if variant not in RECIPES:
+    raise ValueError(f'unknown plane-alignment variant {variant!r}; one of {VARIANTS}')
+  return RECIPES[variant]
 
 
 # ------------------------------------------------------------------------------- displays
 
 
 def pair_distances(min_separation: float, step: float, cue_grid: int = 0) -> np.ndarray:
-  """Cue distances of the analysed pairs, radians in [min_separation, pi].
+  """Cue distances of the 'ours' variant's pairs, radians in [min_separation, pi].
 
   On a grid of G cue values: every multiple of 2 pi / G from min_separation up to pi. On a
-  continuum: min_separation, min_separation + step, ... below pi (the authors' 45 to 165
-  degrees in steps of 15 for min_separation pi/4 and step pi/12).
+  continuum: min_separation, min_separation + step, ... below pi (45 to 165 degrees in steps
+  of 15 for min_separation pi/4 and step pi/12).
   """
   if cue_grid:
     unit = circular.TWO_PI / cue_grid
@@ -73,6 +110,42 @@ def cue_pairs(distances, num_rotations: int) -> tuple[np.ndarray, np.ndarray]:
   pairs = [(a, a + d) for d in distances for a in first]
   dist = np.repeat(np.asarray(distances, float), num_rotations)
   return np.asarray(circular.wrap(np.asarray(pairs))), dist
+
+
+def grid_separations(grid: int, min_separation: float) -> np.ndarray:
+  """Grid steps between the two cues of the 'authors' pairs on a G-point grid: from the
+  smallest at least min_separation (and at least 1) to the largest below pi (3..11 for
+  G = 24 and pi/4). Empty when none fits."""
+  first = max(int(np.ceil(min_separation / (circular.TWO_PI / grid) - 1e-9)), 1)
+  return np.arange(first, (grid - 1) // 2 + 1)
+
+
+def grid_cue_pairs(grid: int, min_separation: float,
+                   num_rotations: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The 'authors' cue pairs: every separation of `grid_separations` at each rotation.
+
+  Args:
+    grid: G, points of the cue grid (values 2 pi g / G, wrapped).
+    min_separation: radians.
+    num_rotations: positions of the first item: 0 for all G, else R evenly spaced grid points
+      (rounded to the grid; R <= G).
+
+  Returns:
+    cues (P, 2) radians, distances (P,) radians, steps (P, 2) int grid indices of the two
+    cues; P = separations x rotations, separation-major (the notebook's loop order).
+  """
+  if num_rotations > grid:
+    raise ValueError(f'{num_rotations} rotations do not fit a {grid}-point grid')
+  rotations = (np.arange(grid) if not num_rotations
+               else np.round(np.arange(num_rotations) * grid / num_rotations).astype(int))
+  separations = grid_separations(grid, min_separation)
+  first = np.tile(rotations, separations.size)
+  second = (first + np.repeat(separations, rotations.size)) % grid
+  indices = np.stack([first, second], axis=-1)
+  unit = circular.TWO_PI / grid
+  cues = np.asarray(circular.wrap(indices * unit))
+  distances = np.repeat(separations, rotations.size) * unit
+  return cues, distances, indices
 
 
 def pair_displays(cue_features, num_report_values: int,
@@ -92,6 +165,76 @@ def pair_displays(cue_features, num_report_values: int,
                            cued=jnp.asarray(cued, jnp.int32))
 
 
+class Settings(NamedTuple):
+  """What `run_paper` records and how it measures, resolved from a config."""
+  variant: str
+  recipe: Recipe
+  cues: np.ndarray               # (P, 2) cue features of the analysed pairs, radians.
+  distances: np.ndarray          # (P,) their cue distances, radians.
+  report_values: int             # Report grid per pair.
+  samples_per_display: int
+
+
+def settings_from_config(analysis_config, task_config) -> Settings:
+  """The analysed pairs, report grid and samples of `config.analysis.paper_variant`.
+
+  A field left at 0 takes the variant's own value: pair_rotations (authors: every grid
+  position; ours: 4), report_values (authors: the task's report grid, else pair_grid; ours:
+  12), index_samples_per_display (authors: 64; ours: samples_per_display). Index cueing does
+  not show the cue features to the network, so one 180-degree pair stands for all.
+  """
+  c = analysis_config
+  variant = c.get('paper_variant', 'authors')
+  steps = recipe(variant)
+  rotations = int(c.get('pair_rotations', 0))
+  index_samples = int(c.get('index_samples_per_display', 0))
+  grid = int(task_config.cue_grid or c.get('pair_grid', 24))
+  if variant == 'authors':
+    report_values = int(c.get('report_values', 0) or task_config.report_grid
+                        or c.get('pair_grid', 24))
+    index_samples = index_samples or _AUTHORS_INDEX_SAMPLES
+  else:
+    report_values = int(c.get('report_values', 0) or _OURS_REPORT_VALUES)
+    index_samples = index_samples or int(c.samples_per_display)
+  if task_config.cueing == 'index':
+    cues, distances = np.array([[0.0, -np.pi]]), np.array([np.pi])
+  elif variant == 'authors':
+    cues, distances, _ = grid_cue_pairs(grid, task_config.min_separation_cue, rotations)
+  else:
+    distances = pair_distances(task_config.min_separation_cue, c.pair_distance_step,
+                               task_config.cue_grid)
+    cues, distances = cue_pairs(distances, rotations or _OURS_ROTATIONS)
+  if not len(cues):
+    raise ValueError(f'no cue pair of the {variant!r} plane-alignment variant is at least '
+                     f'task.min_separation_cue={task_config.min_separation_cue:.3f} apart')
+  samples = index_samples if task_config.cueing == 'index' else int(c.samples_per_display)
+  return Settings(variant=variant, recipe=steps, cues=cues, distances=distances,
+                  report_values=report_values, samples_per_display=samples)
+
+
+# ------------------------------------------------------------------------------- time steps
+
+
+def analysed_steps(epochs: task_lib.Epochs, skip_post_cue: bool) -> tuple[np.ndarray, dict]:
+  """The steps of a recorded trajectory that enter the time courses.
+
+  Args:
+    epochs: the trial's epochs; a recorded trajectory has epochs.total steps.
+    skip_post_cue: leave out the post-cue epoch (the 'authors' variant).
+
+  Returns:
+    steps (A,) int indices into the trajectory's time axis, in order, and spans {epoch: (start,
+    stop)} of each analysed epoch in the analysed (compressed) time axis.
+  """
+  names = ANALYSED_EPOCHS['authors' if skip_post_cue else 'ours']
+  steps, spans = [], {}
+  for name in names:
+    length = epochs.lengths[task_lib.EPOCH_NAMES.index(name)]
+    spans[name] = (len(steps), len(steps) + length)
+    steps.extend(range(epochs.start(name), epochs.start(name) + length))
+  return np.asarray(steps, int), spans
+
+
 # ------------------------------------------------------------------------- plane alignment
 
 
@@ -99,6 +242,20 @@ def null_space_basis(readout):
   """(n, n - 2) orthonormal basis of the null space of the (2, n) readout."""
   _, _, vt = jnp.linalg.svd(jnp.asarray(readout), full_matrices=True)
   return vt[readout.shape[0]:].T
+
+
+def null_space_states(x, readout, subtract_unit_mean: bool):
+  """States (..., n) in the readout's null space.
+
+  subtract_unit_mean=False: coordinates x B (..., n - 2) in an orthonormal basis B.
+  True (the authors'): x B B^T (..., n), still in unit coordinates, minus each state's mean
+  over its n units.
+  """
+  basis = null_space_basis(readout)
+  if not subtract_unit_mean:
+    return x @ basis
+  projected = x @ (basis @ basis.T)
+  return projected - projected.mean(axis=-1, keepdims=True)
 
 
 def top_components(x, num_components: int = NUM_COMPONENTS):
@@ -109,7 +266,8 @@ def top_components(x, num_components: int = NUM_COMPONENTS):
 
 
 def weighted_bin_means(points, bins, weights, num_bins: int):
-  """(B, c) means of points (M, c) per bin (M,) over trials with weight (M,); (B,) counts."""
+  """(B, c) means of points (M, c) per bin (M,) over trials with weight (M,); (B,) counts.
+  An empty bin's mean is a zero row."""
   onehot = jax.nn.one_hot(bins, num_bins, dtype=points.dtype) * weights[:, None]
   counts = onehot.sum(axis=0)
   return onehot.T @ points / jnp.maximum(counts, 1e-30)[:, None], counts
@@ -125,28 +283,45 @@ def plane_normal(points, present):
   return jnp.where(weight.sum() >= 3, normal, jnp.nan)
 
 
-def _alignment_at(x, cued, reported_bins, correct, num_bins):
+def plane_normal_with_zero_rows(points, present):
+  """The authors' plane fit: unit normal of the plane best fitting all B rows of points (B, 3),
+  the rows of empty bins (present False) as zeros: the third principal axis of the rows about
+  their centroid. NaN when fewer than 3 distinct points enter (the zero rows count as one)."""
+  rows = jnp.where(present[:, None], points, 0.0)
+  centred = rows - rows.mean(axis=0)
+  normal = jnp.linalg.svd(centred, full_matrices=True)[2][-1]
+  distinct = present.sum() + jnp.any(~present)
+  return jnp.where(distinct >= 3, normal, jnp.nan)
+
+
+def _alignment_at(x, cued, reported_bins, correct, num_bins, keep_empty_bins):
   """|cos| between the cued-item planes of one time step's null-space states x (M, d)."""
   z = top_components(x)
+  fit = plane_normal_with_zero_rows if keep_empty_bins else plane_normal
   normals = []
   for item in (0, 1):
     weights = (correct & (cued == item)).astype(z.dtype)
     means, counts = weighted_bin_means(z, reported_bins, weights, num_bins)
-    normals.append(plane_normal(means, counts > 0))
+    normals.append(fit(means, counts > 0))
   return jnp.abs(normals[0] @ normals[1])
 
 
-@functools.partial(jax.jit, static_argnames=('num_bins',))
-def pair_alignment(states, readout, cued, reported, correct, num_bins: int = 16):
-  """The paper's plane alignment of one cue pair at every time step.
+@functools.partial(jax.jit, static_argnames=('num_bins', 'subtract_unit_mean',
+                                             'keep_empty_bins'))
+def pair_alignment(states, readout, cued, reported, correct, num_bins: int = 16,
+                   subtract_unit_mean: bool = True, keep_empty_bins: bool = True):
+  """The paper's plane alignment of one cue pair at every given time step.
 
   Args:
-    states: (T, K, S, n) trajectories of the pair's displays (or (T, M, n) trials).
+    states: (T, K, S, n) trajectories of the pair's displays (or (T, M, n) trials), already
+      restricted to the analysed steps (`analysed_steps`).
     readout: (2, n) readout D; states are projected on its null space first.
     cued: (K,) (or (M,)) index of the cued item, 0 or 1.
     reported: (K, S) (or (M,)) response angles, radians.
-    correct: (K, S) (or (M,)) bool, the response nearest the cued item.
+    correct: (K, S) (or (M,)) bool, the response nearest the cued item. Only these trials
+      enter the planes; the PCA is fitted on all trials.
     num_bins: reported-colour bins.
+    subtract_unit_mean, keep_empty_bins: the variant's `Recipe` (defaults: the authors').
 
   Returns:
     (T,) |cos| between the planes of the item-0-cued and item-1-cued correct trials.
@@ -154,10 +329,15 @@ def pair_alignment(states, readout, cued, reported, correct, num_bins: int = 16)
   num_steps, units = states.shape[0], states.shape[-1]
   if states.ndim == 4:
     cued = jnp.broadcast_to(cued[:, None], states.shape[1:3])
-  x = states.reshape(num_steps, -1, units) @ null_space_basis(readout)
+  cued, correct = jnp.reshape(cued, -1), jnp.reshape(correct, -1)
   bins = displays_grid.angle_bins(jnp.reshape(reported, -1), num_bins)
-  return jax.vmap(lambda xt: _alignment_at(xt, jnp.reshape(cued, -1), bins,
-                                           jnp.reshape(correct, -1), num_bins))(x)
+
+  def one_step(xt):
+    x = null_space_states(xt, readout, subtract_unit_mean)
+    return _alignment_at(x, cued, bins, correct, num_bins, keep_empty_bins)
+
+  # One step at a time: a pair's recorded states are large, their per-step copies need not be.
+  return jax.lax.map(one_step, states.reshape(num_steps, -1, units))
 
 
 class PairAverage(NamedTuple):

@@ -1,11 +1,12 @@
 """`--mode=analyse` with `config.analysis.protocol = 'paper'`: the paper's mechanism analyses.
 
-Records the trained network on every cue pair of `paper_protocol.cue_pairs` (each pair: every
-pair of report values on a grid, each item cued, `config.analysis.samples_per_display` noisy
-trials a display), then measures (see `paper_protocol`): plane alignment over the delay, cue
-and response epochs, averaged over pairs with a bootstrap band, with sigmoid and flat fits; the
-pre-cue alignment against cue distance; when swap and correct trials of a display separate; and
-the network's swap rate on the task's own displays.
+Records the trained network on every cue pair of `paper_protocol.settings_from_config` (each
+pair: every pair of report values on a grid, each item cued, the variant's samples a display,
+the network's noise on), then measures (see `paper_protocol`; `config.analysis.paper_variant`
+picks the authors' recipe or ours): plane alignment over the delay, cue and response epochs
+(the authors' skip the post-cue step), averaged over pairs with a bootstrap band, with sigmoid
+and flat fits; the pre-cue alignment against cue distance; when swap and correct trials of a
+display separate; and the network's swap rate on the task's own displays.
 
 Writes into `<workdir>/analysis_paper/` (`member_<i>/` for each member of an ensemble):
   summary.json            every number below, and the settings used
@@ -41,32 +42,25 @@ PAPER_DIR = 'analysis_paper'
 PROTOCOLS = ('paper', 'design_grid')
 SUMMARY_KEYS = ('swap_rate', 'sigmoid_mse', 'flat_mse', 'alignment_precue', 'alignment_postcue',
                 'precue_distance_slope', 'response_swap_auc')
-WINDOW_EPOCHS = ('delay', 'cue', 'post_cue', 'response')
 
 
-def epoch_spans(epochs: task_lib.Epochs) -> dict:
-  """{epoch: (start, stop)} in steps from the start of the delay."""
-  origin = epochs.start('delay')
-  return {name: (epochs.start(name) - origin,
-                 epochs.start(name) - origin + epochs.lengths[task_lib.EPOCH_NAMES.index(name)])
-          for name in WINDOW_EPOCHS}
+def epoch_spans(epochs: task_lib.Epochs, skip_post_cue: bool = True) -> dict:
+  """{epoch: (start, stop)} of the analysed epochs in analysed steps from the start of the
+  delay (`paper_protocol.analysed_steps`; skip_post_cue: the authors' variant)."""
+  return pp.analysed_steps(epochs, skip_post_cue)[1]
 
 
-def _epoch_labels(epochs: task_lib.Epochs) -> list[tuple[str, int]]:
+def _epoch_labels(epochs: task_lib.Epochs, skip_post_cue: bool) -> list[tuple[str, int]]:
   """(epoch, step within it) of every analysed step."""
-  return [(name, i) for name, (start, stop) in epoch_spans(epochs).items()
+  return [(name, i) for name, (start, stop) in epoch_spans(epochs, skip_post_cue).items()
           for i in range(stop - start)]
 
 
 def analysed_pairs(config) -> tuple[np.ndarray, np.ndarray]:
-  """(P, 2) cue features and (P,) cue distances of the analysed pairs. Index cueing does not
-  show the cue features to the network, so one pair stands for all."""
-  c = config.analysis
-  if config.task.cueing == 'index':
-    return np.array([[0.0, -np.pi]]), np.array([np.pi])
-  distances = pp.pair_distances(config.task.min_separation_cue, c.pair_distance_step,
-                                config.task.cue_grid)
-  return pp.cue_pairs(distances, c.pair_rotations)
+  """(P, 2) cue features and (P,) cue distances of the analysed pairs (of the config's
+  variant; index cueing: one pair stands for all)."""
+  settings = pp.settings_from_config(config.analysis, config.task)
+  return settings.cues, settings.distances
 
 
 def make_recorder(network, variables, task_config, num_samples: int, onset: str):
@@ -96,25 +90,29 @@ def analyse_network(config, network, variables, key) -> tuple[dict, dict]:
   """All of the paper's analyses of one network: (numbers, arrays for tables and figures)."""
   c = config.analysis
   epochs = network.epochs
-  origin = epochs.start('delay')
-  cue_onset = epochs.start('cue') - origin
-  precue_step, postcue_step = cue_onset - 1, epochs.trial_length - 1 - origin
+  settings = pp.settings_from_config(c, config.task)
+  recipe = settings.recipe
+  steps, spans = pp.analysed_steps(epochs, recipe.skip_post_cue)
+  cue_onset = spans['cue'][0]
+  # The last step before the cue, and the last before the response.
+  precue_step, postcue_step = cue_onset - 1, spans['response'][0] - 1
   readout = variables['constants']['readout']
-  cues, distances = analysed_pairs(config)
+  cues, distances = settings.cues, settings.distances
   key_pairs, key_swap, key_rate = jax.random.split(key, 3)
-  recorder = make_recorder(network, variables, config.task, c.samples_per_display,
+  recorder = make_recorder(network, variables, config.task, settings.samples_per_display,
                            config.diffusion.onset)
   nearest = distances.min()
   per_pair, pair_swap_rates, swap_states, swap_labels = [], [], [], []
   started = time.time()
   for p, cue_features in enumerate(cues):
-    displays = pp.pair_displays(cue_features, c.report_values,
+    displays = pp.pair_displays(cue_features, settings.report_values,
                                 config.task.min_separation_report)
     responses, states = recorder(displays, jax.random.fold_in(key_pairs, p))
-    states = states[origin:]
+    states = states[steps]
     swap = decoding.swap_labels(responses, displays)
-    per_pair.append(np.asarray(pp.pair_alignment(states, readout, displays.cued, responses,
-                                                 ~swap, c.reported_bins)))
+    per_pair.append(np.asarray(pp.pair_alignment(
+        states, readout, displays.cued, responses, ~swap, c.reported_bins,
+        subtract_unit_mean=recipe.subtract_unit_mean, keep_empty_bins=recipe.keep_empty_bins)))
     pair_swap_rates.append(float(jnp.mean(swap)))
     if np.isclose(distances[p], nearest):
       # The nearest pairs make the most swaps: a subsample of their displays is decoded.
@@ -136,14 +134,14 @@ def analyse_network(config, network, variables, key) -> tuple[dict, dict]:
   labels = jnp.concatenate(swap_labels)
   decision = decoding.swap_auc_over_time(key_swap, states, labels, num_shuffles=c.num_shuffles)
   auc, band = np.asarray(decision.auc), np.asarray(decision.band)
-  response = slice(epoch_spans(epochs)['response'][0], None)
+  response = slice(spans['response'][0], None)
   late = slice(response.start + epochs.response // 2, None)
   best = int(np.nanargmax(np.where(np.arange(auc.size) >= response.start, auc, -np.inf)))
   direction = pp.discriminating_direction(states[best], labels)
   projected = np.asarray(pp.projections(states, direction)).reshape(auc.size, -1)
   flat_labels = np.asarray(labels).reshape(-1)
   decided = pp.decided_from(auc, band[1])
-  labels_by_step = _epoch_labels(epochs)
+  labels_by_step = _epoch_labels(epochs, recipe.skip_post_cue)
   swap_rate = network_swap_rate(network, variables, config, key_rate)
 
   numbers = dict(
@@ -160,13 +158,15 @@ def analyse_network(config, network, variables, key) -> tuple[dict, dict]:
       alignment_fit=fit, prediction=prediction,
       grid_swap_rate=float(np.mean(pair_swap_rates)),
       swap_trials_decoded=int(flat_labels.sum()), trials_decoded=int(flat_labels.size),
-      settings=dict(num_pairs=int(len(cues)), distances_deg=np.degrees(np.unique(distances)).tolist(),
-                    report_values=int(c.report_values), reported_bins=int(c.reported_bins),
-                    samples_per_display=int(c.samples_per_display),
+      settings=dict(variant=settings.variant, num_pairs=int(len(cues)),
+                    distances_deg=np.degrees(np.unique(distances)).tolist(),
+                    report_values=int(settings.report_values),
+                    reported_bins=int(c.reported_bins),
+                    samples_per_display=int(settings.samples_per_display),
                     swap_direction_step='{}+{}'.format(*labels_by_step[best])))
   arrays = dict(per_pair=per_pair, cues=cues, distances=distances, average=average,
                 auc=auc, band=band, projection=projected, swap=flat_labels,
-                spans=epoch_spans(epochs), cue_onset=cue_onset, labels=labels_by_step,
+                spans=spans, cue_onset=cue_onset, labels=labels_by_step,
                 precue_step=precue_step)
   return numbers, arrays
 

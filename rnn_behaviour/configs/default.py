@@ -120,15 +120,29 @@ def get_config() -> ml_collections.ConfigDict:
       num_bins=8,                    # Report-feature bins per item.
       cue_separation=np.pi / 4,      # The two items' cue features (locations) are 0 and this:
                                      # adjacent locations make the most swaps to decode.
-      samples_per_display=32,
+      samples_per_display=32,        # Trials a display (the paper protocol's probe cueing too).
       num_bootstrap=100,
       num_shuffles=20,
       num_fixed_point_starts=64,
-      # The paper protocol: cue pairs at distances min_separation_cue, + pair_distance_step, ...
-      # below pi (on a cue grid: its multiples up to pi), each at pair_rotations positions.
-      pair_distance_step=np.pi / 12,
-      pair_rotations=4,
-      report_values=12,              # Report grid per pair: all pairs of these, each cued.
+      # The paper protocol's plane alignment (analysis/paper_protocol.py), as
+      # 'authors': their notebook's recipe: each trial's mean over units subtracted in the
+      #   readout's null space, PCA(3) over all of a pair's trials, empty colour bins kept as
+      #   zero rows, the post-cue step skipped; cue pairs on a pair_grid-point grid (the task's
+      #   cue grid when it has one), every separation from min_separation_cue to the last below
+      #   pi at every grid rotation; report values on the same grid (the task's report grid if
+      #   any); 32 samples a display (index cueing: one 180-degree pair, 64 samples);
+      # 'ours': the protocol before issue 20: no unit-mean subtraction, empty bins left out,
+      #   the post-cue step kept; pairs at min_separation_cue + k pair_distance_step below pi
+      #   (on a cue grid: its multiples up to pi) at 4 rotations; 12 report values.
+      paper_variant='authors',
+      pair_grid=24,                  # 'authors': cue (and report) grid of the pairs.
+      pair_distance_step=np.pi / 12, # 'ours': the step between analysed cue distances.
+      pair_rotations=0,              # Positions of each pair's first cue; 0: the variant's own
+                                     # (authors: every grid point; ours: 4).
+      report_values=0,               # Report grid per pair: all pairs of these, each cued;
+                                     # 0: the variant's own (authors: pair_grid; ours: 12).
+      index_samples_per_display=0,   # Index cueing's samples a display; 0: the variant's own
+                                     # (authors: 64; ours: samples_per_display).
       reported_bins=16,              # Bins of the reported colour for each plane.
       swap_displays=128,             # Displays of the nearest pairs decoded for swap timing.
   ))
