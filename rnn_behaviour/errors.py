@@ -20,3 +20,7 @@ class DataError(UserError, ValueError):
 
 class DataFileNotFound(UserError, FileNotFoundError):
   """The data file a config names does not exist."""
+
+
+class ConfigError(UserError, ValueError):
+  """A config field whose value cannot work; the message names `config.<block>.<field>`."""
