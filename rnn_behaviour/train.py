@@ -102,12 +102,30 @@ def decay_horizon(train_config) -> int:
   return max(steps, int(train_config['warmup_steps']) + 1)
 
 
-def make_optimizer(train_config) -> optax.GradientTransformation:
-  """Adam after global-norm clipping, linear warmup then cosine decay to a tenth."""
+SCHEDULES = ('cosine', 'constant')
+
+
+def learning_rate_schedule(train_config) -> optax.Schedule:
+  """config.train.schedule: 'cosine' (linear warmup, then cosine decay to a tenth at
+  `decay_horizon`) or 'constant' (linear warmup, then the peak for ever: the authors' Adam 1e-3,
+  which never depends on the stage's length)."""
   c = train_config
-  schedule = optax.warmup_cosine_decay_schedule(
+  if c.get('schedule', 'cosine') == 'constant':
+    if not c.warmup_steps:
+      return optax.constant_schedule(c.learning_rate)
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, c.learning_rate, c.warmup_steps),
+         optax.constant_schedule(c.learning_rate)], [c.warmup_steps])
+  return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=c.learning_rate, warmup_steps=c.warmup_steps,
       decay_steps=decay_horizon(c), end_value=0.1 * c.learning_rate)
+
+
+def make_optimizer(train_config) -> optax.GradientTransformation:
+  """Adam after global-norm clipping (none when config.train.grad_clip is 0), on the
+  schedule of `learning_rate_schedule`."""
+  c = train_config
+  schedule = learning_rate_schedule(c)
   parts = [optax.clip_by_global_norm(c.grad_clip)] if c.grad_clip else []
   return optax.chain(*parts, optax.adam(schedule))
 
@@ -509,7 +527,8 @@ def _computation(content: dict) -> dict:
   flat.pop('train.decay_steps', None)
   train_content = content.get('train', {})
   flat['train.ensemble_size'] = train_content.get('ensemble_size', 1)
-  if 'num_steps' in train_content and 'warmup_steps' in train_content:
+  if ('num_steps' in train_content and 'warmup_steps' in train_content
+      and train_content.get('schedule', 'cosine') != 'constant'):
     flat[_HORIZON] = decay_horizon(train_content)
   return flat
 
@@ -664,9 +683,13 @@ def initialise_from(config, state: TrainState, tx: optax.GradientTransformation
   """`state` with parameters and readout taken from the run in config.train.init_from.
 
   The source's final checkpoint provides the parameters and the fixed readout (the network
-  learned with that readout); the optimiser starts fresh and the step at 0. Shapes must match
-  (same network, task inputs and ensemble size), else a ValueError names the differing
-  parameters and config fields.
+  learned with that readout); the optimiser starts fresh (or, with config.train.init_optimizer,
+  continues from the source's Adam state, as the authors' stages did) and the step at 0. Shapes
+  must match (same network, task inputs and ensemble size), else a ValueError names the
+  differing parameters and config fields. Everything that does not fix a shape may change
+  between source and run: the objective, the target behaviour, the epochs' lengths, T and the
+  beta schedule (the response's time drive is an embedding of the step index t, the same
+  function whatever T), the noise levels and the optimiser.
 
   Returns the new state and a record of the source for config.json.
   """
@@ -695,13 +718,22 @@ def initialise_from(config, state: TrainState, tx: optax.GradientTransformation
         f'this config ({"; ".join(fields + differences)}); train the source with the same '
         'model, task inputs and ensemble size')
   step = np.asarray(source_state.step)
+  opt_state = (jax.vmap(tx.init)(source_state.params) if ensemble_size(config) > 1
+               else tx.init(source_state.params))
+  carried = bool(config.train.get('init_optimizer', False))
+  if carried:
+    if (jax.tree_util.tree_structure(source_state.opt_state)
+        != jax.tree_util.tree_structure(opt_state)):
+      raise ValueError(
+          f'config.train.init_optimizer=True: the optimiser state of {source_dir} does not fit '
+          'this config (config.train.grad_clip or config.train.schedule differ from the '
+          "source's); use the same optimiser, or init_optimizer=False")
+    opt_state = source_state.opt_state
   init_state = TrainState(step=jnp.zeros_like(state.step), params=source_state.params,
-                          constants=source_state.constants,
-                          opt_state=jax.vmap(tx.init)(source_state.params)
-                          if ensemble_size(config) > 1 else tx.init(source_state.params))
+                          constants=source_state.constants, opt_state=opt_state)
   record = {'workdir': source_dir, 'step': step.tolist(),
             'objective': source_config.objective.name,
-            'behaviour': source_config.behaviour.to_dict()}
+            'behaviour': source_config.behaviour.to_dict(), 'optimiser_carried': carried}
   return init_state, record
 
 
@@ -782,7 +814,8 @@ def _message_step(metrics, member: int | None) -> dict:
   return {k: float(np.asarray(v)[member]) for k, v in metrics.items()}
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) -> TrainState:
+def train(config: ml_collections.ConfigDict, workdir: str, restart: bool = False,
+          monitor: Callable | None = None) -> TrainState:
   """Trains, resuming from the latest checkpoint in `workdir` if there is one.
 
   A fresh run starts from config.train.init_from's final parameters when that is set.
@@ -793,6 +826,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, restart: bool = False
     restart: start afresh even if `workdir` holds a run (of any config): its outputs move to
       <workdir>/superseded/<time>/ first. Without it, a workdir whose checkpoints were computed
       under another config is refused (check_resumable).
+    monitor: optional hook with an `every` attribute, called as `monitor(step, variables)`
+      every `monitor.every` steps and at the last step (`criteria.Monitor`: a curriculum
+      stage's learning criterion); when it returns True, training saves a checkpoint at that
+      step and stops early.
 
   Raises:
     TrainingDiverged: the loss diverged (non-finite, or far above its running level for
@@ -808,7 +845,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, restart: bool = False
       logging.warning('Starting %s afresh; its previous outputs moved to %s.', workdir,
                       superseded)
     check_resumable(config, workdir)
-    return _train_locked(config, workdir, 'restart' if superseded else None)
+    return _train_locked(config, workdir, 'restart' if superseded else None, monitor)
 
 
 def run_mesh(config):
@@ -825,7 +862,7 @@ def place(state: TrainState, built: Built, num_members: int) -> TrainState:
   return jax.jit(lambda s: s, out_shardings=shardings)(to_host(state))
 
 
-def _train_locked(config, workdir: str, event: str | None) -> TrainState:
+def _train_locked(config, workdir: str, event: str | None, monitor=None) -> TrainState:
   built = build(config, workdir, mesh=run_mesh(config))
   seeds = member_seeds(config)
   chief = parallel.is_chief()
@@ -848,8 +885,9 @@ def _train_locked(config, workdir: str, event: str | None) -> TrainState:
     state, source_record = initialise_from(config, state, built.tx)
     state = place(state, built, num_members)
     extra = {'initialised_from': source_record}
-    logging.info('Initialised from %s (its step %s); optimiser fresh.', source_record['workdir'],
-                 source_record['step'])
+    logging.info('Initialised from %s (its step %s); optimiser %s.', source_record['workdir'],
+                 source_record['step'],
+                 'carried over' if source_record['optimiser_carried'] else 'fresh')
   steps = to_host(state.step).reshape(-1)
   start = int(np.max(steps))
   if chief:
@@ -939,14 +977,19 @@ def _train_locked(config, workdir: str, event: str | None) -> TrainState:
           writer.write_scalars(done, {**scalars, 'steps_per_s': rate})
           _append_member_record(workdir, done, i, scalars, rate)
       save_due = save_due or done % c.checkpoint_every == 0
+      learned = (monitor is not None and (done % monitor.every == 0 or done == c.num_steps)
+                 and monitor(done, state.variables))
       # No checkpoint while a live loss is far above its level: it may be diverging.
-      if done == c.num_steps or (save_due and not (far & alive).any()):
+      if done == c.num_steps or learned or (save_due and not (far & alive).any()):
         level = float(np.nanmean(np.where(alive, watch.level, np.nan)))
         manager.save(done, args=ocp.args.StandardSave(state),
                      metrics={'loss_level': level} if np.isfinite(level) else None)
         save_due = False
         if num_members > 1:
           snapshot, snapshot_steps = _copy(state), to_host(state.step)
+      if learned:
+        logging.info('Learning criterion met at step %d: training stops here.', done)
+        break
     manager.wait_until_finished()
   finally:
     manager.close()

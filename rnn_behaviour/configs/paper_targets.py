@@ -70,3 +70,37 @@ def index_chain(steps: dict) -> tuple:
       _stage('swap_0.05', 'diffusion', 'flat_0.05', steps['swap_0.05'], **index),
       _stage('swap_0.10', 'diffusion', 'flat_0.10', steps['swap_0.10'], **index),
   )
+
+
+# The short shape of the authors' first probe-cued stage (a_probe_cued_rnn_no_swap_short.yaml):
+# delay 1 and a 5-step response with beta fixed at 0.15, so the preparatory noise
+# sqrt(btilde_T) is 0.36 rather than the full shape's 0.55.
+SHORT_SHAPE = dict(task=dict(epochs=dict(delay=1)),
+                   diffusion=dict(num_steps=5, beta_min=0.15, beta_max=0.15))
+
+
+def selection_chain(steps: dict, cueing: str = 'probe', final_targets=('smooth',)) -> tuple:
+  """The path that keeps cue selection under the paper's noise (issue 20's measurements):
+  selection learned task-optimally in the short shape -> diffusion on no swaps in the short
+  shape -> diffusion on no swaps in the full shape -> each of `final_targets` in turn (each
+  started from the one before). steps: {stage name: training steps (the maximum, when the
+  curriculum has criteria)}."""
+  extra = dict(task=dict(cueing=cueing)) if cueing != 'probe' else {}
+
+  def shaped(shape, more):
+    merged = {k: dict(v) for k, v in shape.items()}
+    for section, values in more.items():
+      merged.setdefault(section, {}).update(values)
+    if 'epochs' in shape.get('task', {}) and 'task' in more:
+      merged['task']['epochs'] = dict(shape['task']['epochs'])
+    return merged
+
+  short = shaped(SHORT_SHAPE, extra)
+  stages = [
+      _stage('select_short', 'task_optimal', 'no_swaps', steps['select_short'], **short),
+      _stage('diffusion_short', 'diffusion', 'no_swaps', steps['diffusion_short'], **short),
+      _stage('no_swaps', 'diffusion', 'no_swaps', steps['no_swaps'], **extra),
+  ]
+  for name in final_targets:
+    stages.append(_stage(name, 'diffusion', name, steps[name], **extra))
+  return tuple(stages)
