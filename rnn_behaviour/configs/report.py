@@ -1,0 +1,79 @@
+"""From a lab's trial file to a report it can share: `--mode=report` (the default mode here).
+
+  python -m rnn_behaviour.main --config=rnn_behaviour/configs/report.py \
+      --config.data.path=TRIALS --workdir=DIR
+
+TRIALS is a lab's CSV (add --config.data.format=csv, see configs/fit_csv.py) or the Bays 2009
+file (the default format). The run (rnn_behaviour/lab_report/): split the trials into fitting
+and held-out ones; fit the mixtures and BNS to the fitting trials; for each set size in
+`report.set_sizes` train an ensemble of diffusion networks (config.train.ensemble_size seeds in
+one program) and one moment-matching baseline on the BNS posterior predictive; evaluate them
+against the held-out real trials; run the paper's mechanism analyses on every member (two-item
+displays only); write `DIR/report/index.html` (one self-contained file) and its tables as CSV.
+Every stage is skipped when finished, so a second call resumes.
+
+Sized for a 2-core laptop CPU (README, "Report"). `report.py:paper` is the paper's scale for an
+accelerator: the paper's network and batch, 20,000 steps, full fits and analyses.
+"""
+
+import ml_collections
+
+from rnn_behaviour.configs import fit_bays2009
+from rnn_behaviour.configs import paper as paper_config
+
+
+def report_block():
+  return ml_collections.ConfigDict(dict(
+      mode='report',                 # The entry point's mode when --mode is not given.
+      set_sizes=(2, 4),              # Set sizes to train networks on (each in the data).
+      heldout_fraction=0.2,          # Share of each set size's trials kept out of the fit,
+      split_seed=0,                  # drawn with this seed; they judge every model.
+      baseline='moment_matching',    # The baseline objective ('' : none).
+      baseline_steps=0,              # Its training steps (0: config.train.num_steps).
+      swap_tolerance=0.05,           # A member has learned cue selection when its held-out
+                                     # swap rate is within this of its target's.
+      example_displays=6,            # Held-out trials drawn in the response-distribution figure.
+      samples_per_trial=64,          # Network and BNS responses per held-out trial.
+      title='',                      # '': the data file's name.
+  ))
+
+
+def get_config(variant: str = ''):
+  """The report's config; `variant='paper'` (`report.py:paper`) for accelerators."""
+  if variant not in ('', 'laptop', 'paper'):
+    raise ValueError(f'report.py: unknown variant {variant!r} (use report.py or report.py:paper)')
+  config = paper_config.get_config() if variant == 'paper' else fit_bays2009.get_config()
+  if variant == 'paper':
+    config.data = fit_bays2009.data_block()
+    config.fit = fit_bays2009.fit_block()
+  config.report = report_block()
+  config.behaviour.source = 'bns'
+  config.behaviour.fit = ''          # Set by the report: DIR/behaviour.
+  config.task.cue_grid = 8           # Bays 2009: 8 locations, pi/4 apart.
+  config.task.min_separation_cue = 3.141592653589793 / 4
+  config.train.ensemble_size = 3
+  config.eval.bns_svi_steps = 0      # The report judges on the real trials instead.
+  if variant == 'paper':
+    config.fit.num_posterior_samples = 1000
+    config.analysis.samples_per_display = 64
+    return config
+  # Laptop: about 25 min on 2 free cores (measured in the README's Report section).
+  config.fit.svi_steps = 1500
+  config.fit.cv_folds = 0            # The report does not need the k-fold model comparison.
+  config.fit.compare_dimensions = []
+  config.fit.num_posterior_samples = 400
+  config.fit.ppc_draws = 100
+  config.train.num_steps = 1500
+  config.train.displays_per_batch = 32
+  config.train.samples_per_display = 16
+  config.train.warmup_steps = 100
+  config.train.checkpoint_every = 500
+  config.train.log_every = 50
+  config.eval.num_displays = 128
+  config.eval.samples_per_display = 128
+  config.analysis.pair_rotations = 2
+  config.analysis.samples_per_display = 16
+  config.analysis.num_bootstrap = 50
+  config.analysis.num_shuffles = 10
+  config.analysis.swap_displays = 96
+  return config
