@@ -86,6 +86,34 @@ def _check_plane_protocol(c) -> None:
                       "pi for the authors' plane-alignment pairs")
 
 
+def _check_model_options(c) -> None:
+  """The options of the model, its inputs and its losses that the authors' training sets
+  (configs/authors.py); each is optional, so configs written before they existed still load."""
+  checks = (
+      ('task.cue_input', task.CUE_INPUTS), ('model.soma', rnn.SOMAS),
+      ('model.time_levels', rnn.TIME_LEVELS), ('model.input_projection', rnn.INPUT_PROJECTIONS),
+      ('model.initial_state', rnn.INITIAL_STATES),
+      ('diffusion.onset_penalty', objectives.ONSET_PENALTIES),
+      ('objective.state_penalty', objectives.STATE_PENALTIES))
+  present = lambda field: field.split('.')[1] in c[field.split('.')[0]]
+  for field, options in checks:
+    if present(field):
+      _check(c, field, _one_of(options), f'one of {options}')
+  if present('model.feature_projection_size'):
+    _check(c, 'model.feature_projection_size', _positive_int, 'a positive integer')
+  if present('objective.denoise_scale'):
+    _check(c, 'objective.denoise_scale', _positive, 'positive')
+  probe_only = (('task.cue_input', 'conjunctive'), ('model.input_projection', 'factorised'))
+  for field, value in probe_only:
+    if present(field) and _get(c, field) == value and c.task.cueing != 'probe':
+      raise ConfigError(f"config.{field}={value!r} needs config.task.cueing='probe' (a cue "
+                        f'feature in the conjunctive code), got {c.task.cueing!r}')
+  for field, default in (('model.soma', 'linear'), ('model.time_levels', 'leaves')):
+    if present(field) and _get(c, field) != default and c.model.cell != 'dendritic':
+      raise ConfigError(f"config.{field}={_get(c, field)!r} is an option of the dendritic cell; "
+                        f"config.model.cell is {c.model.cell!r} (use {default!r})")
+
+
 def validate(config) -> None:
   """Raises ConfigError naming the first invalid field of a training/evaluation config."""
   c = config
@@ -129,6 +157,7 @@ def validate(config) -> None:
   _check(c, 'diffusion.onset_weight', _nonnegative, 'non-negative')
   _check(c, 'diffusion.response_noise', _one_of(rnn.RESPONSE_NOISES),
          f'one of {rnn.RESPONSE_NOISES}')
+  _check_model_options(c)
   _check(c, 'objective.name', _one_of(objectives.OBJECTIVES), f'one of {objectives.OBJECTIVES}')
   _check(c, 'objective.state_weight', _nonnegative, 'non-negative')
   _check(c, 'behaviour.source', _one_of(source.SOURCES), f'one of {source.SOURCES}')

@@ -16,8 +16,13 @@ from rnn_behaviour import diffusion
 from rnn_behaviour import rnn
 from rnn_behaviour import task as task_lib
 
-OBJECTIVES = ('diffusion', 'task_optimal', 'behaviour_mse', 'moment_matching')
+OBJECTIVES = ('diffusion', 'task_optimal', 'behaviour_mse', 'moment_matching', 'free_running')
 ONSETS = ('reset', 'regularise')
+ONSET_PENALTIES = ('moments', 'mean_norm')     # Today's mean-and-covariance mismatch, or the
+                                               # authors' norm of the mean readout.
+STATE_PENALTIES = ('mean_square', 'mean_norm')  # Today's mean x^2 over every step, or the
+                                                # authors' mean ||x|| (trial epochs, response
+                                                # null space).
 
 LossFn = Callable[..., tuple[jnp.ndarray, dict]]
 
@@ -52,7 +57,59 @@ def onset_prior_penalty(y_onset, prior_variance):
   return jnp.mean(jnp.sum(mean**2, -1) + jnp.sum(cov_error**2, axis=(-2, -1)))
 
 
-def teacher_forced_response(network: rnn.Network, variables, response_drives, x, ys, y0, key):
+def safe_norm(x, axis=-1):
+  """||x|| along `axis`, with gradient 0 (not NaN) where x = 0."""
+  sq = jnp.sum(x**2, axis=axis)
+  positive = sq > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
+def onset_mean_norm_penalty(y_onset):
+  """The authors' onset penalty: mean over displays of ||mean over samples of D x_onset||.
+
+  y_onset: (K, S, 2) -> scalar. Not squared, and no covariance term: it pulls each display's
+  mean onset readout to the origin and leaves its spread alone.
+  """
+  return jnp.mean(safe_norm(jnp.mean(y_onset, axis=1)))
+
+
+def onset_penalty(config, network: rnn.Network, variables, x_onset):
+  """The penalty config.diffusion.onset_penalty names, on the onset states (K, S, n)."""
+  y_onset = network.readout(variables, x_onset)
+  if config.diffusion.get('onset_penalty', 'moments') == 'mean_norm':
+    return onset_mean_norm_penalty(y_onset)
+  return onset_prior_penalty(y_onset, network.schedule.prior_variance)
+
+
+def null_space(variables, x):
+  """(I - D^T D) x, (..., n): the state with its readout component removed."""
+  d = variables['constants']['readout']
+  return x - (x @ d.T) @ d
+
+
+def mean_norm_state_penalty(epochs, trial_states, response_null_norms):
+  """The authors' activity penalty: sum over groups of the group's mean ||x||.
+
+  The groups are each trial epoch (stimulus, delay, cue, post-cue; empty epochs skipped) and the
+  response epoch's null-space component (I - D^T D) x: as in their training loop, each group
+  contributes its mean over steps, displays and samples of the state's Euclidean norm.
+
+  Args:
+    epochs: the trial's `task.Epochs`.
+    trial_states: (trial_length, K, S, n), the states after each trial step.
+    response_null_norms: (T,) per response step, the mean of ||(I - D^T D) x|| over (K, S).
+  """
+  norms = safe_norm(trial_states)
+  total, start = 0.0, 0
+  for length in epochs.lengths[:-1]:
+    if length:
+      total = total + jnp.mean(norms[start:start + length])
+    start += length
+  return total + jnp.mean(response_null_norms)
+
+
+def teacher_forced_response(network: rnn.Network, variables, response_drives, x, ys, y0, key,
+                            null_norms: bool = False):
   """The response epoch under teacher forcing, t = T..1, with its denoising errors.
 
   At step t the readout is overwritten with y_t, the network takes one noisy step, and the
@@ -68,8 +125,11 @@ def teacher_forced_response(network: rnn.Network, variables, response_drives, x,
     y0: (K, S, 2) data points.
     key: PRNG key for the state noise.
 
+    null_norms: also return, per step, the mean over (K, S) of ||(I - D^T D) x|| after the step.
+
   Returns:
-    per-step mean squared errors (T,) in step order t = 1..T, and mean squared states (T,).
+    per-step mean squared errors (T,) in step order t = 1..T, mean squared states (T,), and
+    with null_norms the mean null-space norms (T,).
   """
   mus = diffusion.posterior_means(network.schedule, y0, ys)
   sigmas = diffusion.reverse_noise_scales(network.schedule)
@@ -80,25 +140,38 @@ def teacher_forced_response(network: rnn.Network, variables, response_drives, x,
     mean = network.mean_step(variables, x, drive)
     error = jnp.mean(jnp.sum((network.readout(variables, mean) - mu_t)**2, axis=-1))
     x = mean + sigma * network.response_noise_sample(variables, k, x)
+    if null_norms:
+      return x, (error, jnp.mean(x**2),
+                 jnp.mean(safe_norm(null_space(variables, x))))
     return x, (error, jnp.mean(x**2))
 
   steps = (response_drives[::-1], sigmas[::-1], ys[::-1], mus[::-1],
            jax.random.split(key, network.schedule.num_steps))
-  _, (errors, sq_states) = jax.lax.scan(network._maybe_remat(body), x, steps)
-  return errors[::-1], sq_states[::-1]
+  _, outputs = jax.lax.scan(network._maybe_remat(body), x, steps)
+  return tuple(o[::-1] for o in outputs)
 
 
 def make_diffusion_loss(config, network: rnn.Network) -> LossFn:
   """The fixed-variance diffusion ELBO under teacher forcing (METHOD sec. 5).
 
-  loss = mean_t,samples ||m_theta(t) - mu_t||^2
-         + state_weight * mean ||x||^2 / n  (all steps)
-         + onset_weight * onset mismatch     (onset == 'regularise' only)
+  loss = denoise_scale * mean_t,samples ||m_theta(t) - mu_t||^2
+         + state_weight * state penalty
+         + onset_weight * onset penalty      (onset == 'regularise' only)
+
+  denoise_scale (config.objective.denoise_scale, default 1): the authors score the kernel
+  f = (m - (1 - a) y_t) / a against its target (mu_t - (1 - a) y_t) / a, averaged over the two
+  readout dimensions, which is 1 / (2 a^2) ||m - mu_t||^2: 50 at a = 0.1.
+  State penalty (config.objective.state_penalty): 'mean_square', mean ||x||^2 / n over every
+  step; 'mean_norm', the authors' `mean_norm_state_penalty`. Onset penalty
+  (config.diffusion.onset_penalty): 'moments', `onset_prior_penalty`; 'mean_norm', the
+  authors' `onset_mean_norm_penalty`. Trials start from `network.initial_states`.
   """
   radius = config.diffusion.radius
   onset = config.diffusion.onset
   onset_weight = config.diffusion.onset_weight
   state_weight = config.objective.state_weight
+  denoise_scale = float(config.objective.get('denoise_scale', 1.0))
+  state_penalty = config.objective.get('state_penalty', 'mean_square')
   task_config = config.task
 
   def loss_fn(params, constants, batch: Batch, key):
@@ -107,19 +180,24 @@ def make_diffusion_loss(config, network: rnn.Network) -> LossFn:
     epoch_inputs = task_lib.epoch_inputs_from_config(batch.displays, task_config)
     epoch_drives, response_drives = network.drives(variables, epoch_inputs)
     num_displays, num_samples = batch.responses.shape
-    x0 = jnp.zeros((num_displays, num_samples, network.num_units))
+    x0 = network.initial_states(key, num_displays, num_samples)
     x, trial_states = network.run_trial(variables, epoch_drives, x0, key_trial, record=True)
     y0 = diffusion.angle_to_point(batch.responses, radius)
     ys = diffusion.forward_chain(key_chain, network.schedule, y0)
-    errors, response_sq = teacher_forced_response(network, variables, response_drives, x, ys,
-                                                  y0, key_response)
+    outputs = teacher_forced_response(network, variables, response_drives, x, ys, y0,
+                                      key_response, null_norms=state_penalty == 'mean_norm')
+    errors, response_sq = outputs[:2]
     denoise = jnp.mean(errors)
-    state_sq = (jnp.sum(jnp.mean(trial_states**2, axis=(1, 2, 3))) + jnp.sum(response_sq)) / (
-        trial_states.shape[0] + response_sq.shape[0])
-    loss = denoise + state_weight * state_sq
-    metrics = {'denoise': denoise, 'state_sq': state_sq}
+    if state_penalty == 'mean_norm':
+      state = mean_norm_state_penalty(network.epochs, trial_states, outputs[2])
+      metrics = {'denoise': denoise, 'state_norm': state}
+    else:
+      state = (jnp.sum(jnp.mean(trial_states**2, axis=(1, 2, 3))) + jnp.sum(response_sq)) / (
+          trial_states.shape[0] + response_sq.shape[0])
+      metrics = {'denoise': denoise, 'state_sq': state}
+    loss = (denoise if denoise_scale == 1.0 else denoise_scale * denoise) + state_weight * state
     if onset == 'regularise':
-      penalty = onset_prior_penalty(network.readout(variables, x), network.schedule.prior_variance)
+      penalty = onset_penalty(config, network, variables, x)
       loss = loss + onset_weight * penalty
       metrics['onset'] = penalty
     metrics['loss'] = loss
@@ -158,6 +236,56 @@ def make_readout_mse_loss(config, network: rnn.Network, target: str) -> LossFn:
     state_sq = jnp.mean(states**2)
     loss = mse + state_weight * state_sq
     return loss, {'loss': loss, 'readout_mse': mse, 'state_sq': state_sq}
+
+  return loss_fn
+
+
+def make_free_running_loss(config, network: rnn.Network) -> LossFn:
+  """The authors' `train_as_rnn` stage: the free-running readout regressed on each sample's data.
+
+  The whole trial runs freely with its noise (no teacher forcing; from `network.initial_states`,
+  with the onset rule config.diffusion.onset), and every response step's readout is scored
+  against that sample's own data point y0 = rho (cos y, sin y), y its surrogate response,
+  averaged over the two readout dimensions:
+
+    loss = mean_{t, K, S} (1/2) ||D x_t - y0||^2
+           + state_weight * state penalty      (as in the diffusion loss)
+           + onset_weight * onset penalty      (onset == 'regularise' only)
+
+  x_t is the state after reverse step t = T..1. Gradients flow through the reparameterised noise.
+  It differs from 'task_optimal' (target the cued item's exact point, summed over dimensions, a
+  mean x^2 penalty, no onset penalty) and from 'behaviour_mse' (the same target, summed over
+  dimensions, no onset penalty) only in scale and penalties when the data have no swaps; the
+  authors ran it on swap-free data.
+  """
+  radius = config.diffusion.radius
+  onset = config.diffusion.onset
+  onset_weight = config.diffusion.onset_weight
+  state_weight = config.objective.state_weight
+  state_penalty = config.objective.get('state_penalty', 'mean_square')
+  trial_length = network.epochs.trial_length
+
+  def loss_fn(params, constants, batch: Batch, key):
+    variables = {'params': params, 'constants': constants}
+    _, states = _free_run(network, variables, batch, key, config.task, onset)
+    goal = diffusion.angle_to_point(batch.responses, radius)
+    readout = network.readout(variables, states[trial_length:])
+    mse = 0.5 * jnp.mean(jnp.sum((readout - goal)**2, axis=-1))
+    if state_penalty == 'mean_norm':
+      null_norms = jnp.mean(safe_norm(null_space(variables, states[trial_length:])),
+                            axis=(1, 2))
+      state = mean_norm_state_penalty(network.epochs, states[:trial_length], null_norms)
+      metrics = {'readout_mse': mse, 'state_norm': state}
+    else:
+      state = jnp.mean(states**2)
+      metrics = {'readout_mse': mse, 'state_sq': state}
+    loss = mse + state_weight * state
+    if onset == 'regularise':
+      penalty = onset_penalty(config, network, variables, states[trial_length - 1])
+      loss = loss + onset_weight * penalty
+      metrics['onset'] = penalty
+    metrics['loss'] = loss
+    return loss, metrics
 
   return loss_fn
 
@@ -214,4 +342,6 @@ def make_loss_fn(config, network: rnn.Network) -> LossFn:
     return make_readout_mse_loss(config, network, name)
   if name == 'moment_matching':
     return make_moment_matching_loss(config, network)
+  if name == 'free_running':
+    return make_free_running_loss(config, network)
   raise ValueError(f'config.objective.name must be one of {OBJECTIVES}, got {name!r}')

@@ -29,6 +29,12 @@ from rnn_behaviour import task as task_lib
 
 CELLS = ('rate', 'dendritic')
 RESPONSE_NOISES = ('all', 'readout')
+SOMAS = ('linear', 'softplus')               # Dendritic cell: the unit's output F.
+TIME_LEVELS = ('leaves', 'all')              # Dendritic cell: where the time signal enters.
+INPUT_PROJECTIONS = ('dense', 'factorised')  # Inputs -> leaves: one matrix, or the authors'
+                                             # per-feature factors first.
+INITIAL_STATES = ('zeros', 'half_normal')    # x_0 of a trial.
+_INITIAL_STATE_STREAM = 1                    # fold_in data of the initial state's key.
 NONLINEARITIES = {'tanh': jnp.tanh, 'softplus': jax.nn.softplus, 'relu': jax.nn.relu}
 
 
@@ -59,6 +65,10 @@ class RateCell(nn.Module):
   def drive_size(self) -> int:
     return self.num_units
 
+  @property
+  def leaf_drive_size(self) -> int:
+    return self.num_units
+
   @nn.compact
   def __call__(self, x, drive):
     n = self.num_units
@@ -72,16 +82,28 @@ class DendriticCell(nn.Module):
   Unit i has B branches of S leaves. Leaf (i, b, s) receives z = W_leaf x + drive; a branch sums
   its leaves' softplus(z) with learned weights and applies softplus again; the unit sums its
   branches with learned weights:
-    F_i = sum_b v_ib softplus(sum_s w_ibs softplus(z_ibs) + c_ib) + d_i.
-  The drive (inputs, time signal and the leaf biases) has one entry per leaf: n * B * S.
+    F_i = sum_b v_ib softplus(sum_s w_ibs softplus(z_ibs) + c_ib [+ e_ib]) + d_i [+ e_i],
+  and with soma='softplus' (the authors' cell) the unit applies softplus too, so F_i >= 0.
+  The drive has one entry per leaf (n * B * S: inputs, time signal and the leaf biases); with
+  time_levels='all' (the authors' cell) it also has one per branch and one per unit
+  (n * B + n more), through which the time signal e reaches every level of the tree. Inputs
+  reach the leaves only (`leaf_drive_size`).
   """
   num_units: int
   num_branches: int = 10
   num_subbranches: int = 10
+  soma: str = 'linear'
+  time_levels: str = 'leaves'
+
+  @property
+  def leaf_drive_size(self) -> int:
+    return self.num_units * self.num_branches * self.num_subbranches
 
   @property
   def drive_size(self) -> int:
-    return self.num_units * self.num_branches * self.num_subbranches
+    if self.time_levels == 'all':
+      return self.leaf_drive_size + self.num_units * self.num_branches + self.num_units
+    return self.leaf_drive_size
 
   @nn.compact
   def __call__(self, x, drive):
@@ -91,9 +113,17 @@ class DendriticCell(nn.Module):
     c = self.param('branch_bias', nn.initializers.zeros, (n, b))
     v = self.param('branch_weights', nn.initializers.normal(1.0 / np.sqrt(b)), (n, b))
     d = self.param('unit_bias', nn.initializers.zeros, (n,))
-    leaves = softplus(x @ w_leaf + drive).reshape(x.shape[:-1] + (n, b, s))
-    branches = softplus(jnp.sum(leaves * w_sub, axis=-1) + c)
-    return jnp.sum(branches * v, axis=-1) + d
+    if self.time_levels == 'all':
+      nbs, nb = n * b * s, n * b
+      leaves = softplus(x @ w_leaf + drive[..., :nbs]).reshape(x.shape[:-1] + (n, b, s))
+      branch_drive = drive[..., nbs:nbs + nb].reshape(drive.shape[:-1] + (n, b))
+      branches = softplus(jnp.sum(leaves * w_sub, axis=-1) + c + branch_drive)
+      out = jnp.sum(branches * v, axis=-1) + d + drive[..., nbs + nb:]
+    else:
+      leaves = softplus(x @ w_leaf + drive).reshape(x.shape[:-1] + (n, b, s))
+      branches = softplus(jnp.sum(leaves * w_sub, axis=-1) + c)
+      out = jnp.sum(branches * v, axis=-1) + d
+    return softplus(out) if self.soma == 'softplus' else out
 
 
 def orthonormal_rows(key, num_rows: int, num_cols: int):
@@ -103,22 +133,62 @@ def orthonormal_rows(key, num_rows: int, num_cols: int):
 
 
 class DiffusionRNN(nn.Module):
-  """Cell, input and time projections, and the fixed readout (collection 'constants')."""
+  """Cell, input and time projections, and the fixed readout (collection 'constants').
+
+  Inputs reach the cell's leaves. input_projection='dense': one learned matrix from the whole
+  input vector. 'factorised' (the authors' input model): the first M_c * M_r inputs are read as
+  the conjunctive code X (M_c cue x M_r report tuning curves) and projected per feature first,
+  Z = P_c X P_r^T with P_c (f, M_c), P_r (f, M_r) learned and f = feature_projection_size, then
+  Z's f * f entries by a learned matrix to the leaves (no bias); the separate cue channel, when
+  the cue has one (config.task.cue_input='channel'), through its own matrix. The time drive reaches every entry of the
+  cell's drive (with the dendritic cell's time_levels='all', every level of the tree).
+  """
   cell: nn.Module
   time_embedding_size: int = 16
+  input_projection_kind: str = 'dense'    # config.model.input_projection.
+  stimulus_shape: tuple[int, int] = (0, 0)  # (M_c, M_r), for the 'factorised' projection.
+  feature_projection_size: int = 6
+  use_cue_channel: bool = True               # False: the cue rides in the conjunctive code.
 
   def setup(self):
     size = self.cell.drive_size
-    self.input_projection = nn.Dense(size, use_bias=False, name='input_projection')
+    leaf_size = self.cell.leaf_drive_size
+    self.input_projection = nn.Dense(leaf_size, use_bias=False, name='input_projection')
+    if self.input_projection_kind == 'factorised':
+      f = self.feature_projection_size
+      self.cue_feature_projection = nn.Dense(f, use_bias=False, name='cue_feature_projection')
+      self.report_feature_projection = nn.Dense(f, use_bias=False,
+                                                name='report_feature_projection')
+      if self.use_cue_channel:
+        self.cue_channel_projection = nn.Dense(leaf_size, use_bias=False,
+                                               name='cue_channel_projection')
     self.time_projection = nn.Dense(size, name='time_projection')
     self.trial_time_drive = self.param('trial_time_drive', nn.initializers.zeros, (size,))
     self.readout = self.variable(
         'constants', 'readout',
         lambda: orthonormal_rows(self.make_rng('params'), 2, self.cell.num_units))
 
+  def project_inputs(self, epoch_inputs):
+    """(..., input_size) -> (..., leaf_drive_size): the input drive of the leaves."""
+    if self.input_projection_kind != 'factorised':
+      return self.input_projection(epoch_inputs)
+    m_c, m_r = self.stimulus_shape
+    stimulus = epoch_inputs[..., :m_c * m_r].reshape(epoch_inputs.shape[:-1] + (m_c, m_r))
+    by_report = self.report_feature_projection(stimulus)               # (..., M_c, f)
+    z = self.cue_feature_projection(jnp.swapaxes(by_report, -1, -2))    # (..., f_r, f_c)
+    drive = self.input_projection(z.reshape(z.shape[:-2] + (-1,)))
+    if self.use_cue_channel:
+      drive = drive + self.cue_channel_projection(epoch_inputs[..., m_c * m_r:])
+    return drive
+
   def epoch_drives(self, epoch_inputs):
     """(E, K, input_size) -> (E, K, drive_size): input drive plus the trial time constant."""
-    return self.input_projection(epoch_inputs) + self.trial_time_drive
+    inputs = self.project_inputs(epoch_inputs)
+    pad = self.cell.drive_size - self.cell.leaf_drive_size
+    if pad:  # Entries of the branches and somata: the time signal's only.
+      inputs = jnp.concatenate([inputs, jnp.zeros(inputs.shape[:-1] + (pad,), inputs.dtype)],
+                               axis=-1)
+    return inputs + self.trial_time_drive
 
   def response_drives(self, num_steps: int):
     """(T, drive_size): the time drive of diffusion step t at index t - 1."""
@@ -135,15 +205,28 @@ class DiffusionRNN(nn.Module):
     return self.recurrent(x, drives[0][:, None, :] + self.response_drives(num_steps)[0])
 
 
-def make_model(model_config) -> DiffusionRNN:
+def make_model(model_config, task_config=None) -> DiffusionRNN:
+  """The model a config's `model` block describes (`task` block: the input layout that
+  input_projection='factorised' needs)."""
   c = model_config
   if c.cell == 'rate':
     cell = RateCell(num_units=c.num_units, nonlinearity=c.nonlinearity)
   elif c.cell == 'dendritic':
     cell = DendriticCell(num_units=c.num_units, num_branches=c.num_branches,
-                         num_subbranches=c.num_subbranches)
+                         num_subbranches=c.num_subbranches, soma=c.get('soma', 'linear'),
+                         time_levels=c.get('time_levels', 'leaves'))
   else:
     raise ValueError(f'config.model.cell must be one of {CELLS}, got {c.cell!r}')
+  projection = c.get('input_projection', 'dense')
+  if projection == 'factorised':
+    if task_config is None or task_config.cueing != 'probe':
+      raise ValueError("config.model.input_projection='factorised' needs probe cueing "
+                       '(the conjunctive cue x report code)')
+    return DiffusionRNN(cell=cell, time_embedding_size=c.time_embedding_size,
+                        input_projection_kind=projection,
+                        stimulus_shape=(task_config.num_tuning, task_config.num_tuning),
+                        feature_projection_size=c.get('feature_projection_size', 6),
+                        use_cue_channel=task_config.get('cue_input', 'channel') == 'channel')
   return DiffusionRNN(cell=cell, time_embedding_size=c.time_embedding_size)
 
 
@@ -160,6 +243,7 @@ class Network:
   trial_noise: float | None = None       # Default: sqrt(btilde_T), as in the paper.
   response_noise: str = 'all'            # 'all' units, or the 'readout' plane alone.
   remat: bool = False
+  initial_state: str = 'zeros'           # x_0: 'zeros', or 'half_normal' (the authors').
 
   @property
   def num_units(self) -> int:
@@ -170,6 +254,26 @@ class Network:
     if self.trial_noise is not None:
       return self.trial_noise
     return jnp.sqrt(self.schedule.posterior_variances[-1])
+
+  def initial_states(self, key, num_displays: int, num_samples: int):
+    """x_0 of every trial, (K, S, n).
+
+    'zeros': x_0 = 0. 'half_normal' (the authors'): x_0,i = |z_i| sqrt(1 - abar_T), z ~ N(0, I)
+    independently per trial and unit (mean sqrt(2 / pi) sqrt(1 - abar_T) per unit).
+
+    Args:
+      key: the trial's key, as passed to `sample` or the loss: not consumed; the draw uses a
+        stream folded out of it, so the keys split from it for the trial's noise are unchanged.
+      num_displays, num_samples: K and S.
+    """
+    shape = (num_displays, num_samples, self.num_units)
+    if self.initial_state == 'half_normal':
+      z = jax.random.normal(jax.random.fold_in(key, _INITIAL_STATE_STREAM), shape)
+      return jnp.sqrt(self.schedule.prior_variance) * jnp.abs(z)
+    if self.initial_state != 'zeros':
+      raise ValueError(f'config.model.initial_state must be one of {INITIAL_STATES}, '
+                       f'got {self.initial_state!r}')
+    return jnp.zeros(shape)
 
   def init(self, key, input_size: int):
     dummy_inputs = jnp.zeros((len(task_lib.EPOCH_NAMES), 1, input_size))
@@ -262,7 +366,7 @@ class Network:
 
   def sample(self, variables, epoch_inputs, key, num_samples: int, onset: str = 'reset',
              record: bool = False):
-    """Samples responses: the whole trial run freely with its noise.
+    """Samples responses: the whole trial run freely with its noise, from `initial_states`.
 
     Args:
       variables: network variables.
@@ -278,7 +382,7 @@ class Network:
     """
     key_trial, key_onset, key_response = jax.random.split(key, 3)
     epoch_drives, response_drives = self.drives(variables, epoch_inputs)
-    x0 = jnp.zeros((epoch_inputs.shape[1], num_samples, self.num_units))
+    x0 = self.initial_states(key, epoch_inputs.shape[1], num_samples)
     x, trial_trajectory = self.run_trial(variables, epoch_drives, x0, key_trial, record)
     if onset == 'reset':
       x = self.onset_reset(variables, x, key_onset)
@@ -291,12 +395,13 @@ class Network:
 
 def make_network(config) -> Network:
   """The network a config describes."""
-  return Network(model=make_model(config.model), epochs=task_lib.epochs_from_config(config),
+  return Network(model=make_model(config.model, config.task), epochs=task_lib.epochs_from_config(config),
                  schedule=diffusion.schedule_from_config(config.diffusion),
                  alpha=float(config.model.alpha),
                  trial_noise=None if config.model.trial_noise < 0 else float(config.model.trial_noise),
                  response_noise=config.diffusion.response_noise,
-                 remat=bool(config.train.remat))
+                 remat=bool(config.train.remat),
+                 initial_state=config.model.get('initial_state', 'zeros'))
 
 
 Variables = Any

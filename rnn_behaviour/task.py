@@ -21,6 +21,8 @@ from rnn_behaviour import circular
 
 EPOCH_NAMES = ('stimulus', 'delay', 'cue', 'post_cue', 'response')
 CUEINGS = ('probe', 'index')
+CUE_INPUTS = ('channel', 'conjunctive')   # The cue's own input channel, or c_k (x) 1 in the
+                                          # stimulus's conjunctive code (probe cueing only).
 
 
 @flax.struct.dataclass
@@ -173,22 +175,44 @@ def cue_code(displays: Displays, num_tuning: int, concentration: float, cueing: 
   raise ValueError(f"cueing must be one of {CUEINGS}, got {cueing!r}")
 
 
+def conjunctive_cue_code(displays: Displays, num_tuning: int, concentration: float):
+  """The probe cue in the stimulus's conjunctive layout: code(c_k) (x) 1, (K, M*M).
+
+  Entry (m, l) is the cued item's cue-feature tuning curve m (every report curve l alike): the
+  outer product of the cue code with a vector of ones, so a projection of the stimulus code reads
+  it as "an item at c_k of every colour" (the authors' cue input).
+  """
+  code = circular.von_mises_code(displays.cued_cue(), num_tuning, concentration)
+  joint = code[:, :, None] * jnp.ones((num_tuning,), code.dtype)
+  return joint.reshape(displays.num_displays, num_tuning * num_tuning)
+
+
 def epoch_inputs(displays: Displays, num_tuning: int = 16, concentration: float = 5.0,
-                 cueing: str = 'probe') -> jnp.ndarray:
+                 cueing: str = 'probe', cue_input: str = 'channel') -> jnp.ndarray:
   """Inputs of each epoch, (num_epochs=5, K, stimulus_size + cue_size).
 
   Stimulus epoch: the conjunctive stimulus code (probe cueing) or the item-indexed report codes
-  (index cueing); cue epoch: the cue code; other epochs: zero.
+  (index cueing); cue epoch: the cue code in its own channel (cue_input='channel'), or, with
+  cue_input='conjunctive' (probe cueing), code(c_k) (x) 1 in the stimulus slots and the cue channel
+  zero; other epochs: zero. The layout (and input size) is the same for both cue inputs.
   """
+  if cue_input not in CUE_INPUTS:
+    raise ValueError(f'cue_input must be one of {CUE_INPUTS}, got {cue_input!r}')
   if cueing == 'probe':
     stim = stimulus_code(displays, num_tuning, concentration)
   else:
     stim = indexed_report_code(displays, num_tuning, concentration)
   cue = cue_code(displays, num_tuning, concentration, cueing)
   zeros_stim, zeros_cue = jnp.zeros_like(stim), jnp.zeros_like(cue)
+  if cue_input == 'conjunctive':
+    if cueing != 'probe':
+      raise ValueError("cue_input='conjunctive' needs probe cueing (a cue feature to code)")
+    cue_row = (conjunctive_cue_code(displays, num_tuning, concentration), zeros_cue)
+  else:
+    cue_row = (zeros_stim, cue)
   per_epoch = {
       'stimulus': (stim, zeros_cue),
-      'cue': (zeros_stim, cue),
+      'cue': cue_row,
   }
   rows = [jnp.concatenate(per_epoch.get(name, (zeros_stim, zeros_cue)), axis=-1)
           for name in EPOCH_NAMES]
@@ -197,7 +221,7 @@ def epoch_inputs(displays: Displays, num_tuning: int = 16, concentration: float 
 
 def epoch_inputs_from_config(displays: Displays, task_config) -> jnp.ndarray:
   return epoch_inputs(displays, task_config.num_tuning, task_config.tuning_concentration,
-                      task_config.cueing)
+                      task_config.cueing, task_config.get('cue_input', 'channel'))
 
 
 def epochs_from_config(config) -> Epochs:

@@ -99,3 +99,27 @@ def test_cue_distances_and_masks():
   np.testing.assert_allclose(task.cue_distances(d), [[np.pi / 2, 0.0, 2 * np.pi - 3.0 - np.pi / 2]],
                              rtol=1e-5)
   np.testing.assert_array_equal(task.nontarget_mask(d), [[True, False, True]])
+
+
+def test_conjunctive_cue_is_cue_code_times_ones_in_the_stimulus_slots():
+  d = task.sample_displays(jax.random.key(5), 6, 2)
+  channel = task.epoch_inputs(d, 16, 5.0, 'probe')
+  inputs = task.epoch_inputs(d, 16, 5.0, 'probe', cue_input='conjunctive')
+  assert inputs.shape == channel.shape               # Same layout, same input size.
+  cue = inputs[task.EPOCH_NAMES.index('cue')]
+  code = circular.von_mises_code(d.cued_cue(), 16, 5.0)
+  expected = jnp.einsum('km,l->kml', code, jnp.ones(16)).reshape(6, 256)
+  np.testing.assert_allclose(cue[:, :256], expected, rtol=1e-6)
+  assert float(jnp.abs(cue[:, 256:]).max()) == 0     # No separate cue channel.
+  # Every other epoch is as before.
+  for e, name in enumerate(task.EPOCH_NAMES):
+    if name != 'cue':
+      np.testing.assert_array_equal(inputs[e], channel[e])
+
+
+def test_conjunctive_cue_needs_probe_cueing():
+  d = task.sample_displays(jax.random.key(5), 2, 2)
+  with pytest.raises(ValueError, match='probe'):
+    task.epoch_inputs(d, 16, 5.0, 'index', cue_input='conjunctive')
+  with pytest.raises(ValueError, match='cue_input'):
+    task.epoch_inputs(d, 16, 5.0, 'probe', cue_input='shared')

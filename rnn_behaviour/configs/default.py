@@ -21,6 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
       cueing='probe',                # 'probe' (by cue feature) or 'index' (by item index).
       num_tuning=16,                 # M von Mises tuning curves per feature.
       tuning_concentration=5.0,      # kappa_in.
+      cue_input='channel',           # 'channel': the cue code in its own input channel;
+                                     # 'conjunctive' (probe cueing, the authors'): code(c_k) (x) 1
+                                     # in the stimulus's conjunctive code.
       epochs=ml_collections.ConfigDict(dict(stimulus=5, delay=15, cue=5, post_cue=1)),
   ))
 
@@ -49,6 +52,17 @@ def get_config() -> ml_collections.ConfigDict:
                                      # locations, and a CPU-sized run then learns a flatter
                                      # swap curve (0.05: max bin error 0.065 at 10k steps).
       time_embedding_size=16,        # Sinusoidal embedding of the diffusion step.
+      soma='linear',                 # Dendritic cell's unit output: 'linear', or 'softplus'
+                                     # (the authors': F >= 0).
+      time_levels='leaves',          # Dendritic cell: the time signal at the 'leaves' only, or
+                                     # at 'all' levels of the tree (the authors').
+      input_projection='dense',      # Inputs -> leaves: 'dense' (one matrix), or 'factorised'
+                                     # (probe cueing, the authors'): the conjunctive code's cue
+                                     # and report axes each projected to
+      feature_projection_size=6,     # this many, then the product to the leaves.
+      initial_state='zeros',         # x_0: 'zeros', or 'half_normal' (the authors'):
+                                     # |N(0, 1)| sqrt(1 - abar_T) per unit, in training and
+                                     # sampling alike.
   ))
 
   config.diffusion = ml_collections.ConfigDict(dict(
@@ -59,12 +73,19 @@ def get_config() -> ml_collections.ConfigDict:
       onset='reset',                 # 'reset': readout set to a prior draw at response onset;
                                      # 'regularise': penalise its mismatch with the prior.
       onset_weight=1.0,
+      onset_penalty='moments',       # 'moments': ||mean||^2 + ||cov - (1 - abar_T) I||_F^2 per
+                                     # display; 'mean_norm' (the authors'): ||mean|| per display.
       response_noise='readout',      # Reverse-step noise on 'all' units or the 'readout' plane.
   ))
 
   config.objective = ml_collections.ConfigDict(dict(
       name='diffusion',
-      state_weight=1e-4,             # Weak penalty on the mean squared state.
+      state_weight=1e-4,             # Weak penalty on the state (state_penalty).
+      state_penalty='mean_square',   # 'mean_square': mean ||x||^2 / n over every step;
+                                     # 'mean_norm' (the authors'): mean ||x|| per trial epoch plus
+                                     # the response's null-space mean ||(I - D^T D) x||, summed.
+      denoise_scale=1.0,             # Diffusion loss: scale * mean ||m - mu||^2; the authors'
+                                     # kernel target is 1 / (2 alpha^2): 50.
   ))
 
   config.train = ml_collections.ConfigDict(dict(
