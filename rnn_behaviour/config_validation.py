@@ -187,6 +187,10 @@ def validate(config) -> None:
            lambda v: _finite(v) and c.task.min_separation_cue - 1e-6 <= v <= np.pi + 1e-6,
            f'in [config.task.min_separation_cue ({c.task.min_separation_cue:.3f}), pi]')
   _check(c, 'train.grad_clip', _nonnegative, 'non-negative (0 disables clipping)')
+  if 'schedule' in c.train:
+    _check(c, 'train.schedule', lambda v: v in ('cosine', 'constant'), "'cosine' or 'constant'")
+  if 'init_optimizer' in c.train:
+    _check(c, 'train.init_optimizer', lambda v: isinstance(v, bool), 'True or False')
   if 'ensemble_size' in c.train:
     _check(c, 'train.ensemble_size', _positive_int, 'a positive integer')
   if 'decay_steps' in c.train:

@@ -7,9 +7,11 @@ sweep of the probe chain, and writes into `workdir`:
 
   paper_mechanisms.csv   cueing, target, seed, swap_rate, sigmoid_mse, flat_mse,
                          alignment_precue, alignment_postcue, precue_distance_slope,
-                         response_swap_auc (one row per network)
-  paper_mechanisms.md    mean +- s.e.m. over seeds per (cueing, target), the target's own swap
-                         rate, and for each row whether the paper's pattern holds
+                         response_swap_auc, trial_noise, target_swap_rate, learned (one row
+                         per network; learned: it met its cue-selection criterion)
+  paper_mechanisms.md    per (cueing, target): how many networks learned, the mean +- s.e.m.
+                         over those, the target's own swap rate, and whether the paper's
+                         pattern holds in them (not interpreted when none learned)
   paper_alignment.png    the alignment time course per target (mean over seeds), per cueing
   paper_precue_vs_distance.png   pre-cue alignment against cue distance per target
   noise_sweep.csv / .md / .png   the same numbers for the smooth-swap chain at each noise level
@@ -33,6 +35,7 @@ import ml_collections
 import numpy as np
 
 from rnn_behaviour import curriculum
+from rnn_behaviour import diffusion
 from rnn_behaviour import task as task_lib
 from rnn_behaviour.analysis import decoding
 from rnn_behaviour.analysis import paper_protocol as pp
@@ -41,7 +44,9 @@ from rnn_behaviour.analysis import run_paper
 from rnn_behaviour.behaviour import source
 
 COLUMNS = ('cueing', 'target', 'seed', 'swap_rate', 'sigmoid_mse', 'flat_mse', 'alignment_precue',
-           'alignment_postcue', 'precue_distance_slope', 'response_swap_auc')
+           'alignment_postcue', 'precue_distance_slope', 'response_swap_auc', 'trial_noise',
+           'target_swap_rate', 'learned')
+MEASURES = COLUMNS[3:10]       # The numbers averaged over seeds in the tables.
 SWAP_TARGETS = ('smooth', 'flat', 'swap_0.10', 'swap_0.05')   # Diffusion on swapping behaviour.
 
 
@@ -94,9 +99,20 @@ def analyse_stage(cur, stage: str, chain_dir: str) -> list[dict]:
   return results
 
 
-def _row(cueing, target, numbers) -> dict:
+def preparatory_noise(config) -> float:
+  """The state noise s.d. of the trial epochs: config.model.trial_noise, or sqrt(btilde_T)
+  of the config's schedule when that is negative (the paper's)."""
+  if config.model.trial_noise >= 0:
+    return float(config.model.trial_noise)
+  schedule = diffusion.schedule_from_config(config.diffusion)
+  return float(np.sqrt(np.asarray(schedule.posterior_variances)[-1]))
+
+
+def _row(cueing, target, numbers, noise: float) -> dict:
   row = dict(cueing=cueing, target=target, seed=numbers['seed'])
-  row.update({k: numbers.get(k) for k in COLUMNS[3:]})
+  row.update({k: numbers.get(k) for k in MEASURES})
+  row.update(trial_noise=round(noise, 4), target_swap_rate=numbers.get('target_swap_rate'),
+             learned=bool(numbers.get('learned', False)))
   return row
 
 
@@ -137,18 +153,31 @@ def _mean_sem(values) -> str:
 
 
 def markdown(groups: dict, title: str) -> str:
-  """One line per (cueing, target): mean +- s.e.m. over seeds, and the paper's pattern."""
+  """One line per (cueing, target): mean +- s.e.m. over the seeds that learned cue selection,
+  how many did, and the paper's pattern read from those only (never from a network that does
+  not do the task); a group with none that learned is shown but not interpreted."""
   yes = lambda b: 'yes' if b else 'no'
   lines = [f'## {title}', '',
-           '| cueing | target | seeds | target swap rate | ' + ' | '.join(COLUMNS[3:])
+           'Each finding is read only from the networks that learned cue selection (held-out '
+           'swap rate within the criterion of the target\'s, `learned`); the numbers are their '
+           'mean ± s.e.m.', '',
+           '| cueing | target | noise | learned | target swap rate | ' + ' | '.join(MEASURES)
            + ' | rise at cue (expected) | pre-cue prediction | swap decided late |',
-           '|' + ' --- |' * (len(COLUMNS) + 4)]
+           '|' + ' --- |' * (len(MEASURES) + 8)]
   for (cueing, target), (rows, details) in groups.items():
-    p = pattern(target, cueing, rows, details)
+    keep = [i for i, r in enumerate(rows) if r.get('learned')]
     truth = np.mean([d.get('target_swap_rate', np.nan) for d in details])
+    noise = rows[0].get('trial_noise') if rows else None
+    head = (f'| {cueing} | {target} | {noise if noise is not None else "n/a"} | '
+            f'{len(keep)} of {len(rows)} | {truth:.3f} | ')
+    if not keep:
+      lines.append(head + ' | '.join('n/a' for _ in MEASURES)
+                   + ' | not interpreted (no network learned) | | |')
+      continue
+    learned_rows = [rows[i] for i in keep]
+    p = pattern(target, cueing, learned_rows, [details[i] for i in keep])
     lines.append(
-        f'| {cueing} | {target} | {len(rows)} | {truth:.3f} | '
-        + ' | '.join(_mean_sem([r[c] for r in rows]) for c in COLUMNS[3:])
+        head + ' | '.join(_mean_sem([r[c] for r in learned_rows]) for c in MEASURES)
         + f" | {yes(p['rise'])} ({yes(p['expected_rise'])}) | "
         + (yes(p['prediction']) if 'prediction' in p else 'n/a')
         + f" | {yes(p['late_swap'])} |")
@@ -247,7 +276,7 @@ def _analyse_targets(experiment, workdir: str, chains: dict, noise=None) -> tupl
     size = config.train.ensemble_size
     member_dirs = {r['seed']: run_paper.member_folder(stage_dir, None if size == 1 else i)
                    for i, r in enumerate(results)}
-    rows = [_row(cueing, target, r) for r in results]
+    rows = [_row(cueing, target, r, preparatory_noise(config)) for r in results]
     details = [dict(_details(r, member_dirs[r['seed']]),
                     spans=_spans(config)) for r in results]
     groups[(cueing, target)] = (rows, details)

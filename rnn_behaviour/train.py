@@ -487,6 +487,7 @@ SHAPE_SECTIONS = ('model', 'task')   # Config sections that fix the shapes in a 
 # (or shrink) as long as the schedule's length, decay_horizon(), stays the same.
 RESUME_FREE = ('eval', 'analysis', 'train.num_steps', 'train.log_every',
                'train.checkpoint_every', 'train.keep_checkpoints', 'train.init_from',
+               'train.init_member', 'train.init_optimizer',
                'train.remat', 'train.divergence_factor', 'train.divergence_patience',
                'train.divergence_window', 'parallel')
 _HORIZON = 'train.decay_steps (effective: the cosine schedule\'s length)'
@@ -702,11 +703,21 @@ def initialise_from(config, state: TrainState, tx: optax.GradientTransformation
       if key in config[section] and source_config[section].get(key) != config[section][key]:
         fields.append(f'config.{section}.{key}: {source_config[section].get(key)!r} (source) vs '
                       f'{config[section][key]!r}')
-  if source_config.train.get('ensemble_size', 1) != ensemble_size(config):
-    fields.append(f"config.train.ensemble_size: {source_config.train.get('ensemble_size', 1)!r} "
-                  f'(source) vs {ensemble_size(config)!r}')
+  source_size = source_config.train.get('ensemble_size', 1)
+  member = int(config.train.get('init_member', -1))
+  if member >= 0:
+    # One member of an ensemble starts a single run.
+    if ensemble_size(config) != 1 or not 0 <= member < source_size or source_size == 1:
+      fields.append(f'config.train.init_member={member}: needs a source ensemble of more than '
+                    f'one member (it has {source_size}) and a single run here (ensemble_size '
+                    f'{ensemble_size(config)}), with 0 <= init_member < {source_size}')
+  elif source_size != ensemble_size(config):
+    fields.append(f"config.train.ensemble_size: {source_size!r} (source) vs "
+                  f'{ensemble_size(config)!r} (or set config.train.init_member to start a '
+                  'single run from one member)')
   try:
-    _, source_state = load_trained(source_config, source_dir)
+    _, source_state = load_trained(source_config, source_dir,
+                                   member=member if member >= 0 and not fields else None)
   except FileNotFoundError as error:
     raise FileNotFoundError(f'config.train.init_from={config.train.init_from!r}: {error}') from None
   differences = _shape_differences(
@@ -731,7 +742,7 @@ def initialise_from(config, state: TrainState, tx: optax.GradientTransformation
     opt_state = source_state.opt_state
   init_state = TrainState(step=jnp.zeros_like(state.step), params=source_state.params,
                           constants=source_state.constants, opt_state=opt_state)
-  record = {'workdir': source_dir, 'step': step.tolist(),
+  record = {'workdir': source_dir, 'step': step.tolist(), 'member': member if member >= 0 else None,
             'objective': source_config.objective.name,
             'behaviour': source_config.behaviour.to_dict(), 'optimiser_carried': carried}
   return init_state, record

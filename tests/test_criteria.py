@@ -127,3 +127,14 @@ def test_constant_schedule_and_carried_optimiser(tmp_path, tiny_config):
   built = train.build(follow, behaviour_model=False)
   with pytest.raises(ValueError, match='init_optimizer'):
     train.initialise_from(follow, train.init_states(built, [0]), built.tx)
+
+
+def test_analysis_marks_a_network_that_did_not_learn(trained_run):
+  from rnn_behaviour.analysis import run_paper  # pylint: disable=g-import-not-at-top
+  config = train.load_run_config(trained_run)
+  _, state = train.load_trained(config, trained_run)
+  status = run_paper.selection_status(config, trained_run, state, [None])
+  assert int(state.step) < run_paper.MIN_TRAINED_STEPS
+  assert status[0]['learned'] is False
+  assert 'did not learn cue selection' in status[0]['warning']
+  assert status[0]['criterion'] == 'measured at analysis'

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_behaviour import criteria
 from rnn_behaviour import task as task_lib
 from rnn_behaviour.analysis import decoding
 from rnn_behaviour.analysis import paper_protocol as pp
@@ -40,7 +41,9 @@ from rnn_behaviour.analysis import plots
 
 PAPER_DIR = 'analysis_paper'
 PROTOCOLS = ('paper', 'design_grid')
-SUMMARY_KEYS = ('swap_rate', 'sigmoid_mse', 'flat_mse', 'alignment_precue', 'alignment_postcue',
+# A network trained fewer steps than this is never called learned, whatever its swap rate.
+MIN_TRAINED_STEPS = 100
+SUMMARY_KEYS = ('learned', 'swap_rate', 'sigmoid_mse', 'flat_mse', 'alignment_precue', 'alignment_postcue',
                 'precue_distance_slope', 'response_swap_auc')
 
 
@@ -232,6 +235,39 @@ def write_outputs(folder: str, numbers: dict, arrays: dict, title: str) -> None:
                     os.fspath(out / 'swap_decision.png'))
 
 
+def selection_status(config, workdir: str, state, members: list) -> list[dict]:
+  """Whether each analysed network learned cue selection, per member.
+
+  From the stage's criterion record when training had one (`criteria`, written by a
+  curriculum), else measured now with the default criterion on its held-out displays. A
+  network trained fewer than MIN_TRAINED_STEPS steps has not learned.
+  """
+  record = criteria.read_record(workdir)
+  steps = np.asarray(state.step).reshape(-1)
+  if record is not None and len(record['members']) == len(members):
+    found = [dict(learned=bool(m['learned']), selection_swap_rate=m['swap_rate'],
+                  selection_target=m['target_swap_rate'], criterion='training record')
+             for m in record['members']]
+  else:
+    from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
+    settings = criteria.settings_for(None)
+    built = train.build(config, workdir, behaviour_model=False)
+    check = criteria.make_checker(config, built.sample, len(members), settings, workdir)
+    found = [dict(learned=bool(r['met']), selection_swap_rate=r['swap_rate'],
+                  selection_target=r['target_swap_rate'], criterion='measured at analysis')
+             for r in check(state.variables, int(steps.max()))]
+  for status, step in zip(found, np.broadcast_to(steps, (len(members),))):
+    if step < MIN_TRAINED_STEPS:
+      status['learned'] = False
+    if not status['learned']:
+      status['warning'] = (
+          f"this network did not learn cue selection (swap rate "
+          f"{status['selection_swap_rate']:.3f} against its target's "
+          f"{status['selection_target']:.3f}; {int(step)} steps trained): its planes and "
+          'decoders do not describe a network that does the task')
+  return found
+
+
 def member_folder(workdir: str, member: int | None) -> str:
   folder = epath.Path(workdir) / PAPER_DIR
   return os.fspath(folder if member is None else folder / f'member_{member}')
@@ -247,21 +283,29 @@ def analyse(config, workdir: str) -> list[dict]:
                      f'{config.task.num_items}')
   size = train.ensemble_size(config)
   members = [None] if size == 1 else list(range(size))
-  results = []
+  results, status = [], None
   for member in members:
     folder = member_folder(workdir, member)
     summary = epath.Path(folder) / 'summary.json'
     if summary.exists():
       results.append(json.loads(summary.read_text()))
       continue
+    if status is None:
+      _, whole = train.load_trained(config, workdir)
+      status = selection_status(config, workdir, whole, members)
     network, state = train.load_trained(config, workdir, member=member)
     seed = config.seed + (member or 0)
     logging.info('Paper analysis of %s%s', workdir, '' if member is None else f' member {member}')
+    mine = status[member or 0]
+    if 'warning' in mine:
+      logging.warning('Paper analysis of %s (seed %d): %s.', workdir, seed, mine['warning'])
     numbers, arrays = analyse_network(config, network, state.variables,
                                       jax.random.key(config.analysis.seed))
     numbers['trained_steps'] = int(state.step)
     numbers['seed'] = int(seed)
-    write_outputs(folder, numbers, arrays, f'seed {seed}')
+    numbers.update(mine)
+    title = f'seed {seed}' + ('' if mine['learned'] else '; DID NOT LEARN cue selection')
+    write_outputs(folder, numbers, arrays, title)
     logging.info('Paper analysis written to %s: %s', folder,
                  {k: numbers[k] for k in SUMMARY_KEYS})
     results.append(_json_safe(numbers))

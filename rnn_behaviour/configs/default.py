@@ -93,8 +93,14 @@ def get_config() -> ml_collections.ConfigDict:
       displays_per_batch=64,
       samples_per_display=16,
       learning_rate=1e-2,
+      schedule='cosine',             # 'cosine': warmup, cosine decay to a tenth; 'constant':
+                                     # warmup, then the peak (the authors' Adam 1e-3).
       warmup_steps=200,
-      grad_clip=1.0,
+      grad_clip=1.0,                 # Global-norm clipping (0: none, as the authors ran).
+      init_optimizer=False,          # With init_from: continue from the source's Adam state
+                                     # (the authors resumed stages with it) instead of fresh.
+      init_member=-1,                # With init_from an ensemble: >= 0 starts this single run
+                                     # from that member (-1: the same ensemble size).
       displays_per_chunk=0,          # >0: accumulate gradients over chunks of displays.
       remat=True,                    # Recompute the scan body in the backward pass.
       log_every=100,
