@@ -51,6 +51,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from rnn_behaviour import curriculum
+from rnn_behaviour import evaluate
 from rnn_behaviour import modes
 from rnn_behaviour import train
 from rnn_behaviour import workdir as workdir_lib
@@ -138,11 +139,12 @@ def objective_layout(comparison, folder: str, seeds) -> str:
 def finished(config, run_dir: str) -> bool:
   """Whether a seed's run is trained to config.train.num_steps and evaluated. A member exported
   from an ensemble counts once its ensemble trained that far, even if the member stopped early
-  (a diverging member is frozen at its last good state, and its summary says so)."""
-  path = epath.Path(run_dir) / 'eval' / 'summary.json'
-  if not path.exists():
+  (a diverging member is frozen at its last good state, and its summary says so). An
+  evaluation folder without its completeness marker (interrupted) does not count."""
+  summary = evaluate.read_summary(run_dir)
+  if summary is None:
     return False
-  if json.loads(path.read_text()).get('trained_steps') == config.train.num_steps:
+  if summary.get('trained_steps') == config.train.num_steps:
     return True
   member = epath.Path(run_dir) / MEMBER_FILE
   if not member.exists():
@@ -163,9 +165,9 @@ def export_member(config, ensemble_dir: str, state, member: int, seed: int, run_
   metrics.jsonl (the member's copy) and MEMBER_FILE. Evaluation and analysis then read it as
   any run; training it further would resume it as a standalone run."""
   folder = epath.Path(run_dir)
-  for stale in (folder / MEMBER_FILE, folder / 'eval' / 'summary.json'):
-    if stale.exists():
-      stale.unlink()
+  if (folder / MEMBER_FILE).exists():
+    (folder / MEMBER_FILE).unlink()
+  evaluate.eval_dir(folder).rmtree(missing_ok=True)    # The evaluation of the stale export.
   checkpoints = folder / workdir_lib.CHECKPOINT_DIR
   if checkpoints.is_dir():
     checkpoints.rmtree()
@@ -380,9 +382,11 @@ def compare(comparison, workdir: str) -> list[dict]:
     for seed in comparison.seeds:
       config = run_config(comparison, name, seed, behaviour_dir)
       run_dir = seed_folder(workdir, name, seed)
-      summary = json.loads((epath.Path(run_dir) / 'eval' / 'summary.json').read_text())
+      summary = evaluate.read_summary(run_dir)
+      if summary is None:
+        raise FileNotFoundError(f'{evaluate.eval_dir(run_dir)} holds no finished evaluation '
+                                'although its run was evaluated; rerun the comparison')
       if config.eval.bns_svi_steps > 0 and 'bns_swap_function' not in summary:
-        from rnn_behaviour import evaluate  # pylint: disable=g-import-not-at-top
         summary['bns_swap_function'] = evaluate.add_swap_function_judgement(config, run_dir)
       if 'bns_swap_function' in summary:
         functions.setdefault(name, []).append(summary['bns_swap_function'])

@@ -23,6 +23,7 @@ from rnn_behaviour import circular
 from rnn_behaviour import progress
 from rnn_behaviour import rnn
 from rnn_behaviour import task as task_lib
+from rnn_behaviour import workdir as workdir_lib
 from rnn_behaviour.behaviour import source
 
 EVAL_DIR = 'eval'
@@ -30,6 +31,7 @@ SWAP_RATE_CSV = 'swap_rate_by_cue_distance.csv'
 SWAP_RATE_COLUMNS = ('bin_centre_rad', 'bin_lower_rad', 'bin_upper_rad', 'network', 'truth',
                      'model_weight', 'pairs')
 SUMMARY_CSV = 'summary.csv'
+SUMMARY_JSON = 'summary.json'
 STAGES = ('load the trained network', 'sample the network', 'sample the generating model',
           'fit mixtures', 'held-out log-likelihood', 'fit BNS swap functions',
           'write results and figures')
@@ -223,22 +225,26 @@ def judge_swap_function(config, workdir: str, displays: task_lib.Displays, netwo
 
 def add_swap_function_judgement(config, workdir: str) -> dict:
   """`judge_swap_function` on a finished evaluation (`<workdir>/eval/samples.npz`), added to its
-  `summary.json` and drawn in `swap_function.png`: for runs evaluated without it."""
+  `summary.json` and drawn in `swap_function.png`: for runs evaluated without it. The folder is
+  rewritten whole (`workdir.whole_folder`), so an interruption leaves the evaluation as it was."""
   from rnn_behaviour import plots  # pylint: disable=g-import-not-at-top
-  out = epath.Path(workdir) / EVAL_DIR
-  with (out / 'samples.npz').open('rb') as f:
+  final = eval_dir(workdir)
+  summary = read_summary(workdir)
+  if summary is None:
+    raise FileNotFoundError(f'{final} holds no finished evaluation (no '
+                            f'{workdir_lib.COMPLETE_MARKER}); run --mode=evaluate first')
+  with (final / 'samples.npz').open('rb') as f:
     arrays = dict(np.load(io.BytesIO(f.read())))
   displays = task_lib.Displays(cue=jnp.asarray(arrays['cue']),
                                report=jnp.asarray(arrays['report']),
                                cued=jnp.asarray(arrays['cued']))
   result = judge_swap_function(config, workdir, displays, arrays['network'],
                                arrays['surrogate'])
-  path = out / 'summary.json'
-  summary = json.loads(path.read_text())
   summary['bns_swap_function'] = result
-  path.write_text(json.dumps(summary, indent=2))
-  write_tables(summary, out)
-  plots.swap_function(result, out / 'swap_function.png')
+  with workdir_lib.whole_folder(final, keep_existing=True) as out:
+    (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2))
+    write_tables(summary, out)
+    plots.swap_function(result, out / 'swap_function.png')
   return result
 
 
@@ -368,10 +374,23 @@ def eval_dir(workdir, member: int | None = None) -> epath.Path:
   return out if member is None else out / f'member_{member}'
 
 
+def read_summary(workdir, member: int | None = None) -> dict | None:
+  """The `summary.json` of a finished evaluation, or None when there is none.
+
+  An evaluation folder is written whole (`workdir.whole_folder`); one without its
+  completeness marker (interrupted, or written before the marker existed) counts as absent.
+  """
+  out = eval_dir(workdir, member)
+  if not workdir_lib.is_complete(out):
+    return None
+  return json.loads((out / SUMMARY_JSON).read_text())
+
+
 def evaluate(config, workdir: str, member: int | None = None):
   """Samples the trained network and the generating model on held-out displays, and writes
   `<workdir>/eval/`: `samples.npz`, `summary.json`, `summary.csv`,
-  `swap_rate_by_cue_distance.csv` and PNG figures. Reports each stage as it runs.
+  `swap_rate_by_cue_distance.csv`, PNG figures and the completeness marker; the folder appears
+  whole or not at all (read it with `read_summary`). Reports each stage as it runs.
 
   For a seed ensemble (config.train.ensemble_size = E > 1) each member is evaluated on the same
   held-out displays and written to `eval/member_<i>/`; the list of their summaries is
@@ -440,14 +459,15 @@ def _evaluate_one(config, workdir: str, member: int | None) -> dict:
       summary['bns_swap_function'] = judge_swap_function(config, workdir, displays,
                                                          np.asarray(network_responses),
                                                          np.asarray(surrogate))
-  with stages.stage('write results and figures'):
-    out = eval_dir(workdir, member)
-    out.mkdir(parents=True, exist_ok=True)
+  # Every file of the evaluation in one folder that appears whole or not at all: a kill while
+  # writing leaves the previous evaluation (or none), never a mix of two.
+  final = eval_dir(workdir, member)
+  with stages.stage('write results and figures'), workdir_lib.whole_folder(final) as out:
     arrays = dict(cue=displays.cue, report=displays.report, cued=displays.cued,
                   network=network_responses, surrogate=surrogate, weights=weights)
     with (out / 'samples.npz').open('wb') as f:
       np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
-    (out / 'summary.json').write_text(json.dumps(summary, indent=2))
+    (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2))
     write_tables(summary, out)
     plots.response_histograms(arrays, out / 'response_histograms.png', c.num_plot_displays)
     plots.swap_rate_by_distance(summary, out / 'swap_rate_by_cue_distance.png')
@@ -458,7 +478,7 @@ def _evaluate_one(config, workdir: str, member: int | None) -> dict:
   progress.say(f"Evaluation: swap rate network {sr['network']:.3f} truth {sr['truth']:.3f}; "
                f"max bin error {summary['swap_rate_by_cue_distance']['max_abs_error']:.3f}; "
                f"energy distance {summary['energy_distance']['ratio_to_floor']:.2f} x noise "
-               f'floor; written to {out}.')
+               f'floor; written to {final}.')
   return summary
 
 

@@ -13,12 +13,18 @@ path:
   host (whose liveness cannot be checked from here), makes the second trainer fail.
 - `read_jsonl(path)`: JSON lines that survive a torn last line (a process killed mid-write):
   unparsable lines are dropped with a warning naming the file and line.
+- `whole_folder(path)`: an output folder (an evaluation, an analysis) that appears whole or
+  not at all. It is written in a temporary sibling and moved into place, its completeness
+  marker (`complete.json`) written last; readers ask `is_complete(path)` and treat a folder
+  without the marker as absent.
+- `removing_new_empty_folders(path)`: a command that fails leaves no empty folders behind.
 
 Paths go through etils `epath`, so a workdir may be a cloud path (`gs://bucket/run`, with
 `etils[epath-gcs]` installed). Object stores have no exclusive create, no append and no
 rename of folders: there the lock is best effort (an existing lock is honoured, but two
-trainers starting in the same second could both take it), appending rewrites the object, and
-an atomic replace is a single object write (atomic by itself).
+trainers starting in the same second could both take it), appending rewrites the object, an
+atomic replace is a single object write (atomic by itself), and a whole folder is copied into
+place file by file, the marker last, so that only the marker says it is complete.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -35,11 +42,14 @@ from typing import Iterator
 from absl import logging
 from etils import epath
 
+from rnn_behaviour import errors
+
 LOCK_FILE = 'train.lock'
 CHECKPOINT_DIR = 'checkpoints'
+COMPLETE_MARKER = 'complete.json'
 
 
-class WorkdirError(OSError):
+class WorkdirError(errors.UserError, OSError):
   """A workdir cannot be used for the requested job."""
 
 
@@ -56,6 +66,16 @@ def has_checkpoint(path) -> bool:
   """Whether `path/checkpoints` holds at least one step directory."""
   checkpoints = epath.Path(path) / CHECKPOINT_DIR
   return checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
+
+
+def latest_checkpoint_step(path) -> int | None:
+  """The highest step directory in `path/checkpoints` (None: none), for messages only; code
+  that restores asks Orbax's manager instead."""
+  checkpoints = epath.Path(path) / CHECKPOINT_DIR
+  if not checkpoints.is_dir():
+    return None
+  steps = [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()]
+  return max(steps) if steps else None
 
 
 def _nearest_existing(path: str) -> str:
@@ -275,3 +295,127 @@ def append_jsonl(path: str, record: dict, sort_keys: bool = True) -> None:
     return
   with open(path, 'a') as f:
     f.write(line)
+
+
+def is_complete(folder) -> bool:
+  """Whether `folder` was written whole by `whole_folder` (its completeness marker is there).
+
+  A folder without the marker (a write that was interrupted, or one written before the marker
+  existed) is to be treated as absent: recomputed, never read.
+  """
+  return (epath.Path(folder) / COMPLETE_MARKER).exists()
+
+
+def _scratch_name(name: str, kind: str) -> str:
+  return f'.{name}.{kind}.{socket.gethostname()}.{os.getpid()}'
+
+
+def _remove_stale_scratch(folder: epath.Path) -> None:
+  """Removes the scratch siblings of `folder` left by killed writers on this host."""
+  parent = folder.parent
+  if not parent.is_dir():
+    return
+  host = socket.gethostname()
+  for kind in ('partial', 'old'):
+    prefix = f'.{folder.name}.{kind}.{host}.'
+    for sibling in parent.iterdir():
+      pid = sibling.name[len(prefix):]
+      if (sibling.name.startswith(prefix) and pid.isdigit() and int(pid) != os.getpid()
+          and not _pid_alive(int(pid))):
+        logging.info('Removing %s, left by an interrupted write of %s.', sibling, folder)
+        sibling.rmtree(missing_ok=True)
+
+
+def _copy_tree(source: epath.Path, target: epath.Path, skip: tuple[str, ...] = ()) -> None:
+  target.mkdir(parents=True, exist_ok=True)
+  for item in source.iterdir():
+    if item.name in skip:
+      continue
+    if item.is_dir():
+      _copy_tree(item, target / item.name)
+    else:
+      item.copy(target / item.name, overwrite=True)
+
+
+@contextlib.contextmanager
+def whole_folder(path, *, keep_existing: bool = False) -> Iterator[epath.Path]:
+  """Writes the folder `path` whole or not at all; yields the folder to write into.
+
+  The block writes into a temporary sibling, `.<name>.partial.<host>.<pid>`. When it ends
+  without an error the completeness marker (COMPLETE_MARKER) is written there and the folder
+  replaces `path`: on a local disk by two renames (the old folder moved aside, the new one moved
+  in, the old one deleted), so that at every instant `path` is the old whole folder, the new
+  whole folder or absent; on an object store (no folder rename) by removing the old marker and
+  files and copying the new ones in, the marker last. When the block raises, the temporary
+  folder is deleted and `path` is left as it was. Readers check `is_complete(path)`.
+
+  Args:
+    path: the output folder (local or cloud).
+    keep_existing: start from a copy of `path`'s current files, to add to a finished folder.
+  """
+  final = epath.Path(path)
+  final.parent.mkdir(parents=True, exist_ok=True)
+  _remove_stale_scratch(final)
+  scratch = final.parent / _scratch_name(final.name, 'partial')
+  scratch.rmtree(missing_ok=True)
+  if keep_existing and final.is_dir():
+    _copy_tree(final, scratch, skip=(COMPLETE_MARKER,))
+  scratch.mkdir(parents=True, exist_ok=True)
+  try:
+    yield scratch
+    (scratch / COMPLETE_MARKER).write_text(json.dumps(
+        {'complete': True, 'time': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+         'host': socket.gethostname(), 'pid': os.getpid()}))
+    if is_local(final):
+      aside = final.parent / _scratch_name(final.name, 'old')
+      if final.exists():
+        os.replace(final, aside)
+      os.replace(scratch, final)
+      if aside.exists():
+        shutil.rmtree(aside)
+    else:
+      (final / COMPLETE_MARKER).unlink(missing_ok=True)
+      final.rmtree(missing_ok=True)
+      _copy_tree(scratch, final, skip=(COMPLETE_MARKER,))
+      (scratch / COMPLETE_MARKER).copy(final / COMPLETE_MARKER, overwrite=True)
+      scratch.rmtree(missing_ok=True)
+  except BaseException:
+    scratch.rmtree(missing_ok=True)
+    raise
+
+
+def _directories(path: str) -> set[str]:
+  found = set()
+  for root, dirs, _ in os.walk(path):
+    found.update(os.path.join(root, d) for d in dirs)
+  return found
+
+
+@contextlib.contextmanager
+def removing_new_empty_folders(path) -> Iterator[None]:
+  """If the block raises, removes the folders it created under `path` (and `path` itself and
+  its parents, if it created them) that are still empty, so that a command that fails leaves
+  no empty workdir or sub-folder behind. Folders that existed before are never removed. Cloud
+  paths are left alone (an object store has no empty folders)."""
+  if not is_local(path):
+    yield
+    return
+  path = os.path.abspath(os.fspath(path))
+  existing = _nearest_existing(path)
+  created_parents = []
+  parent = path
+  while parent != existing and parent != os.path.dirname(parent):
+    created_parents.append(parent)
+    parent = os.path.dirname(parent)
+  before = _directories(path) if os.path.isdir(path) else set()
+  try:
+    yield
+  except BaseException:
+    if os.path.isdir(path):
+      new = sorted(_directories(path) - before, key=len, reverse=True)
+      for folder in new + created_parents:
+        try:
+          os.rmdir(folder)          # Only an empty folder goes.
+        except OSError:
+          pass
+    raise

@@ -274,7 +274,8 @@ def test_comparison_tables_and_exported_members_live_in_the_bucket(bucket, tmp_p
       ensemble='..', member=1, seed=4, ensemble_step=4, member_step=4)
   assert train.load_run_config(run_dir).seed == config.seed
   assert comparison._latest_step(ensemble) == 4
-  epath.Path(f'{run_dir}/eval/summary.json').write_text('{"trained_steps": 3}')
+  with workdir_lib.whole_folder(f'{run_dir}/eval') as out:   # An evaluation, written whole.
+    (out / 'summary.json').write_text('{"trained_steps": 3}')
   assert comparison.finished(config, run_dir)          # Its ensemble trained to num_steps.
   assert not comparison.finished(config, comparison.seed_folder(work, 'diffusion', 3))
   spec = ml_collections.ConfigDict(dict(seeds=[3, 4], ensembles=False))

@@ -1,12 +1,14 @@
 """`--mode=analyse`: record a trained network on a designed grid of displays and analyse it.
 
 Writes `<workdir>/analysis/analysis.json` and figures (plane alignment, swap decoding over time,
-cross-temporal decoding, PCA, fixed-point spectra).
+cross-temporal decoding, PCA, fixed-point spectra). The folder appears whole or not at all
+(`workdir.whole_folder`): read it with `read_numbers`, which treats an incomplete one as absent.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import warnings
 
@@ -17,12 +19,28 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_behaviour import task as task_lib
+from rnn_behaviour import workdir as workdir_lib
 from rnn_behaviour.analysis import displays_grid
 from rnn_behaviour.analysis import dynamics
 from rnn_behaviour.analysis import plots
 from rnn_behaviour.analysis import report
 
 ANALYSIS_DIR = 'analysis'
+NUMBERS_FILE = 'analysis.json'
+
+
+def analysis_dir(workdir) -> epath.Path:
+  """Where `analyse` writes: <workdir>/analysis."""
+  return epath.Path(workdir) / ANALYSIS_DIR
+
+
+def read_numbers(workdir) -> dict | None:
+  """The numbers of a finished analysis (`analysis.json`), or None when there is none: a folder
+  without its completeness marker (interrupted, or older than the marker) counts as absent."""
+  folder = analysis_dir(workdir)
+  if not workdir_lib.is_complete(folder):
+    return None
+  return json.loads((folder / NUMBERS_FILE).read_text())
 
 
 def record(network, variables, displays: task_lib.Displays, task_config, key,
@@ -77,7 +95,10 @@ def analyse(config, workdir: str) -> dict:
       num_bootstrap=c.num_bootstrap, num_shuffles=c.num_shuffles,
       num_fixed_point_starts=c.num_fixed_point_starts)
   numbers['trained_steps'] = int(state.step)
-  paths = report.write_report(os.fspath(epath.Path(workdir) / ANALYSIS_DIR), numbers, figures)
+  final = analysis_dir(workdir)
+  with workdir_lib.whole_folder(final) as out:
+    written = report.write_report(os.fspath(out), numbers, figures)
+  paths = [os.fspath(final / epath.Path(p).name) for p in written]
   logging.info('Analysis written: %s; summary %s', ', '.join(paths), numbers['summary'])
   return numbers
 
@@ -166,7 +187,6 @@ def analyse_comparison(workdir: str) -> list[dict]:
   """Analyses every run of an objectives comparison (`workdir/<objective>/seed_<s>/`) and writes
   `mechanisms.csv` and `mechanisms.md` into `workdir`. Runs analysed before are read back."""
   import csv  # pylint: disable=g-import-not-at-top
-  import json  # pylint: disable=g-import-not-at-top
   rows, details, curves, epochs = [], [], {}, None
   root = epath.Path(workdir)
   for objective in sorted(p.name for p in root.iterdir()):
@@ -177,11 +197,11 @@ def analyse_comparison(workdir: str) -> list[dict]:
       run_dir = folder / run
       if not (run.startswith('seed_') and (run_dir / 'config.json').exists()):
         continue
-      result = run_dir / ANALYSIS_DIR / 'analysis.json'
       config = load_run_config(os.fspath(run_dir))
-      if not result.exists():
+      numbers = read_numbers(run_dir)
+      if numbers is None:      # Never analysed, or interrupted: analysed afresh.
         analyse(config, os.fspath(run_dir))
-      numbers = json.loads(result.read_text())
+        numbers = read_numbers(run_dir)
       seed = int(run[len('seed_'):])
       rows.append(dict(objective=objective, seed=seed, **numbers['summary']))
       epochs = task_lib.epochs_from_config(config)
