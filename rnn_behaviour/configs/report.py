@@ -28,8 +28,10 @@ def report_block():
       set_sizes=(2, 4),              # Set sizes to train networks on (each in the data).
       heldout_fraction=0.2,          # Share of each set size's trials kept out of the fit,
       split_seed=0,                  # drawn with this seed; they judge every model.
+      pretrain_steps=0,              # >0: the diffusion ensemble first learns to select the
+                                     # cued item task-optimally for this many steps.
       baseline='moment_matching',    # The baseline objective ('' : none).
-      baseline_steps=0,              # Its training steps (0: config.train.num_steps).
+      baseline_steps=750,            # Its training steps (0: config.train.num_steps).
       swap_tolerance=0.05,           # A member has learned cue selection when its held-out
                                      # swap rate is within this of its target's.
       example_displays=6,            # Held-out trials drawn in the response-distribution figure.
@@ -54,10 +56,12 @@ def get_config(variant: str = ''):
   config.train.ensemble_size = 3
   config.eval.bns_svi_steps = 0      # The report judges on the real trials instead.
   if variant == 'paper':
+    config.report.baseline_steps = 0
+    config.report.pretrain_steps = 2000
     config.fit.num_posterior_samples = 1000
     config.analysis.samples_per_display = 64
     return config
-  # Laptop: about 25 min on 2 free cores (measured in the README's Report section).
+  # Laptop-sized (the README's Report section says what it measured).
   config.fit.svi_steps = 1500
   config.fit.cv_folds = 0            # The report does not need the k-fold model comparison.
   config.fit.compare_dimensions = []

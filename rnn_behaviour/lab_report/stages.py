@@ -5,7 +5,9 @@
   2. fit        pipeline.fit_behaviour on the fitting trials -> DIR/behaviour/.
   per set size N in the chosen ones (DIR/set_size_N/):
   3. train      train.train of the diffusion ensemble (config.train.ensemble_size
-                seeds in one program) -> diffusion/, and of the baseline -> <baseline>/.
+                seeds in one program) -> diffusion/, first task-optimally for
+                report.pretrain_steps -> pretrain/ (then diffusion starts from it through
+                train.init_from), and of the baseline -> <baseline>/.
   4. evaluate   evaluate.evaluate of every member and the baseline against the BNS posterior
                 predictive; its held-out log-likelihood is on the held-out real trials.
   5. judge      every member, the baseline and the BNS sampled on the held-out real trials'
@@ -51,15 +53,18 @@ HELDOUT_TRIALS = 'heldout_trials.csv'
 SPLIT_FILE = 'split.json'
 TIMINGS_FILE = 'report_timings.jsonl'
 DIFFUSION = 'diffusion'
+PRETRAIN = 'pretrain'                # The diffusion ensemble's first stage (task-optimal).
 HELDOUT_FILE = 'heldout.json'
 HELDOUT_SAMPLES = 'heldout_samples.npz'
 
-# A-priori stage costs on one free core of this project's 2-core CPU (measured, README
-# "Report"); the ETA rescales them by how long the finished stages took against their estimate.
-SECONDS_PER_SAMPLE_STEP = 4.0e-5   # Training, per (display x sample) a step, 64-unit rate cell.
+# A-priori stage costs on this project's 2-core CPU, roughly as measured (README, "Report"); the
+# ETA rescales them by how long the finished stages took against their estimate, so a loaded or
+# a faster machine corrects them as the run goes.
+SECONDS_PER_SAMPLE_STEP = 1.2e-4   # Training, per (display x sample) a step, 64-unit rate cell.
 SECONDS_PER_FIT_STEP = 0.05        # One BNS SVI step on ~3000 trials.
+SECONDS_PER_FIT = 60.0             # The fit's mixtures, posterior-predictive check and figures.
 SECONDS_PER_ANALYSIS = 60.0        # One member's paper-protocol analysis at the laptop sizes.
-SECONDS_PER_EVALUATION = 15.0
+SECONDS_PER_EVALUATION = 20.0      # One network's evaluation (mostly compilation).
 
 
 # ------------------------------------------------------------------------------ configs
@@ -132,11 +137,22 @@ def fit_config(config, workdir: str) -> ml_collections.ConfigDict:
 def run_config(config, workdir: str, set_size: int, objective: str = 'diffusion'
                ) -> ml_collections.ConfigDict:
   """One network run's config: set size N, the fit in DIR/behaviour, evaluation data the held-out
-  trials; the baseline objective trains one network (report.baseline_steps if set)."""
+  trials. The diffusion ensemble starts from its task-optimal first stage when
+  report.pretrain_steps > 0 (objective PRETRAIN here: that stage's config); the baseline
+  objective trains one network (report.baseline_steps if set)."""
   c = fit_config(config, workdir)
   c.data = _data_block(os.fspath(epath.Path(workdir) / DATA_DIR / HELDOUT_TRIALS))
   c.behaviour.fit = os.fspath(epath.Path(workdir) / 'behaviour')
   c.task.num_items = int(set_size)
+  pretrain = int(config.report.get('pretrain_steps', 0))
+  if objective == PRETRAIN:
+    c.objective.name = 'task_optimal'
+    c.train.num_steps = pretrain
+    return c
+  if objective == 'diffusion':
+    if pretrain:
+      c.train.init_from = os.fspath(epath.Path(set_size_dir(workdir, set_size)) / PRETRAIN)
+    return c
   if objective != 'diffusion':
     c.objective.name = objective
     c.train.ensemble_size = 1
@@ -446,9 +462,17 @@ def plan(config, workdir: str) -> list[Stage]:
             lambda: pipeline.fit_behaviour(fit_config(config, workdir), workdir),
             lambda: fit_done(config, workdir),
             SECONDS_PER_FIT_STEP * (config.fit.svi_steps
-                                    + config.fit.cv_folds * config.fit.cv_svi_steps) + 30.0)]
+                                    + config.fit.cv_folds * config.fit.cv_svi_steps)
+            + SECONDS_PER_FIT)]
   for n in sizes:
     dirs = run_dirs(config, workdir, n)
+    if int(config.report.get('pretrain_steps', 0)):
+      c = run_config(config, workdir, n, PRETRAIN)
+      pre_dir = os.fspath(epath.Path(set_size_dir(workdir, n)) / PRETRAIN)
+      stages.append(Stage(
+          f'set size {n}: pretrain {train.ensemble_size(c)} networks to select the cued item '
+          '(task-optimal)', lambda c=c, d=pre_dir: _train(c, d),
+          lambda c=c, d=pre_dir: trained(c, d), _train_estimate(c)))
     for name, run_dir in dirs.items():
       c = run_config(config, workdir, n, _objective(name))
       what = (f'{train.ensemble_size(c)} diffusion networks' if name == DIFFUSION
@@ -464,7 +488,8 @@ def plan(config, workdir: str) -> list[Stage]:
                           SECONDS_PER_EVALUATION * train.ensemble_size(c)))
     stages.append(Stage(f'set size {n}: judge on the held-out trials',
                         lambda n=n: judge_stage(config, workdir, n),
-                        lambda n=n: judged(config, workdir, n), 20.0))
+                        lambda n=n: judged(config, workdir, n),
+                        SECONDS_PER_EVALUATION * len(dirs)))
     if n == 2:
       stages.append(Stage(f'set size {n}: mechanism analyses of every member',
                           lambda n=n: mechanism_stage(config, workdir, n),
