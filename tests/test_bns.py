@@ -218,3 +218,50 @@ def test_predictive_replicates_have_the_mixture_moments(emission):
   # Each trial's mean of 800 unit vectors: standard error <= 1 / sqrt(800) per component.
   assert np.max(np.abs(observed - exact)) < 5 / np.sqrt(800)
   assert abs(np.mean(observed - exact)) < 5 / np.sqrt(800 * len(table))
+
+
+# --- Issue 18: interrupted fits resume from what finished whole ------------------------------
+
+
+class Interrupted(Exception):
+  pass
+
+
+def test_cross_validation_resumes_from_the_folds_that_finished():
+  table = simulated_table(seed=5, num_displays=60, set_size=2)
+  folds = bns.make_folds(jax.random.PRNGKey(0), len(table), 3)
+  spec = bns.BNSSpec(num_fourier=2, subject_effects=False)
+  kwargs = dict(num_steps=20, num_samples=10, guide='normal')
+  saved = {}
+  fresh = bns.cross_validate_folds(jax.random.PRNGKey(3), table, spec, folds,
+                                   on_fold=saved.__setitem__, **kwargs)
+  assert sorted(saved) == [0, 1, 2]
+  # A run killed once fold 0 was scored had saved only that fold.
+  again = []
+  resumed = bns.cross_validate_folds(jax.random.PRNGKey(3), table, spec, folds,
+                                     done={0: saved[0]}, on_fold=lambda k, r: again.append(k),
+                                     **kwargs)
+  assert again == [1, 2]                        # Only the unfinished folds were fitted.
+  assert [f.get('reused', False) for f in resumed.folds] == [True, False, False]
+  # Fold 0 read back exactly; folds 1 and 2, refitted together, are the fresh run's fits.
+  np.testing.assert_array_equal(resumed.lpd[folds == 0], fresh.lpd[folds == 0])
+  np.testing.assert_allclose(resumed.lpd, fresh.lpd, rtol=1e-5, atol=1e-5)
+
+
+def test_saved_fit_is_marked_whole_only_after_its_arrays(tmp_path, monkeypatch):
+  spec = bns.BNSSpec(num_fourier=2)
+  small = bns.BNSFit(spec=spec, labels=bns.Labels(set_sizes=(2,), subjects=('1',)),
+                     samples={'swap_mean': np.zeros((5, 1)), 'kappa': np.ones((5, 1))},
+                     info={'cache_key': 'k'}, guide_params={'loc': np.zeros(3)})
+  directory = str(tmp_path / 'bns_fit')
+  bns.save(small, directory)
+  assert bns.load(directory).num_samples == 5
+
+  def killed(path, arrays):
+    raise Interrupted
+
+  monkeypatch.setattr(bns, '_write_npz', killed)
+  with pytest.raises(Interrupted):
+    bns.save(small, directory)
+  # A run killed while rewriting the arrays leaves no fit.json: a rerun refits.
+  assert not (tmp_path / 'bns_fit' / 'fit.json').exists()

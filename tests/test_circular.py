@@ -82,3 +82,18 @@ def test_bins_left_closed_last_closed_and_exact_edges_from_float32_grids():
   # The same through jax.
   np.testing.assert_array_equal(np.asarray(circular.bin_index(jnp.asarray(distance), eight)),
                                 np.minimum(2 * exact, 7))
+
+
+def test_distinct_values_merge_round_off_and_keep_exact_grids():
+  # Issue 18: pi/4 from angles saved to 6 decimals is 0.785398 on one trial, 0.785399 on another.
+  grid = np.arange(1, 5) * np.pi / 4
+  saved = np.concatenate([np.round(grid, 6), np.round(grid, 6) + 1e-6, grid])
+  values, index = circular.distinct_values(saved)
+  np.testing.assert_array_equal(values, np.round(grid, 6))
+  np.testing.assert_array_equal(index, np.tile(np.arange(4), 3))
+  # Exactly representable grid data give what np.unique(np.round(d, 6)) gave.
+  exact, exact_index = circular.distinct_values(np.repeat(grid, 3))
+  np.testing.assert_array_equal(exact, np.unique(np.round(grid, 6)))
+  np.testing.assert_array_equal(exact_index, np.repeat(np.arange(4), 3))
+  assert circular.distinct_values(np.zeros(0))[0].size == 0
+

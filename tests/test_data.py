@@ -148,3 +148,48 @@ def test_bays2009_loader():
 def test_missing_file_message(tmp_path):
   with pytest.raises(FileNotFoundError, match='osf.io'):
     data.load_bays2009(str(tmp_path / 'nope.mat'))
+
+
+# --- Issue 18: one clear error, delimiters, 1-based cued, radians declared as degrees ----------
+
+
+def test_data_errors_are_user_errors(tmp_path):
+  from rnn_behaviour import errors  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'bad.csv'
+  path.write_text(HEADER + '\ns1,2,1,abc,0.2,1.5,-0.4,2.0\n')
+  with pytest.raises(errors.UserError, match="column 'response', data row 1 \\(line 2\\)"):
+    data.load_csv(str(path))
+  with pytest.raises(errors.UserError, match='no such file'):
+    data.load_csv(str(tmp_path / 'missing.csv'))
+
+
+def test_tab_separated_file_is_read(tmp_path):
+  rows = [HEADER, 's1,2,1,0.1,0.2,1.5,-0.4,2.0', 's2,1,1,0.3,0.2,,0.5,']
+  commas, tabs = tmp_path / 'c.csv', tmp_path / 't.tsv'
+  commas.write_text('\n'.join(rows) + '\n')
+  tabs.write_text('\n'.join(r.replace(',', '\t') for r in rows) + '\n')
+  assert_tables_equal(data.load_csv(str(commas)), data.load_csv(str(tabs)), exact=True)
+
+
+def test_one_field_header_says_so(tmp_path):
+  path = tmp_path / 'pipes.csv'
+  path.write_text(HEADER.replace(',', '|') + '\n' + 's1|2|1|0.1|0.2|1.5|-0.4|2.0\n')
+  with pytest.raises(ValueError, match='header is one field'):
+    data.load_csv(str(path))
+
+
+def test_cued_zero_says_the_index_is_one_based(tmp_path):
+  path = tmp_path / 'zero.csv'
+  path.write_text(HEADER + '\ns1,2,0,0.1,0.2,1.5,-0.4,2.0\n')
+  with pytest.raises(ValueError, match='1-based.*0-based file: add 1'):
+    data.load_csv(str(path))
+
+
+def test_radians_declared_as_degrees_are_refused(tmp_path):
+  table = random_table(0)
+  path = str(tmp_path / 'rad.csv')
+  data.write_csv(table, path)                     # Radians.
+  with pytest.raises(ValueError, match='every angle lies within \\+-2 pi.*angle_unit=radians'):
+    data.load_csv(path, angle_unit='degrees')
+  data.write_csv(table, path, angle_unit='degrees')
+  assert len(data.load_csv(path, angle_unit='degrees')) == len(table)

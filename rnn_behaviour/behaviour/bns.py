@@ -713,7 +713,8 @@ def cross_validate_folds(key, table: data_lib.TrialTable, spec: BNSSpec, folds: 
                          num_steps: int = 2000, learning_rate: float = 0.02,
                          num_samples: int = 200, guide: str = 'mvn', max_restarts: int = 2,
                          restart_lr_factor: float = 0.3, tick=None,
-                         label: str = 'BNS CV') -> CrossValidation:
+                         label: str = 'BNS CV', done: dict | None = None,
+                         on_fold=None) -> CrossValidation:
   """Held-out log predictive density of every trial by k-fold CV with SVI.
 
   lpd_t = log mean_s p(y_t | theta_s), theta_s drawn from the guide fitted to the other folds.
@@ -728,6 +729,16 @@ def cross_validate_folds(key, table: data_lib.TrialTable, spec: BNSSpec, folds: 
     table: trials; folds (T,) int fold of every trial.
     num_steps, learning_rate, guide: SVI settings; num_samples: guide draws per fold.
     tick: optional progress callable; label: names the model in progress/warning lines.
+    done: optional {fold id: result} of folds finished by an earlier, interrupted run (what
+      `on_fold` was given): they are read back, not refitted (their report says
+      `reused: True`); only the other folds are fitted, still together.
+    on_fold: optional callable(fold id, result) called as each fold is scored, result =
+      dict(lpd: the fold's held-out lpd_t in table order, None where not finite; report: the
+      fold's entry of `CrossValidation.folds`). A caller that saves it can resume (`done`).
+
+  A fold's result depends only on its own key (split from `key` by fold position), so the
+  folds fitted on a rerun are the same fits as in an uninterrupted run (up to float round-off
+  of a vmap over fewer folds).
   """
   from rnn_behaviour.behaviour import progress  # pylint: disable=g-import-not-at-top
   d, labels = make_data(spec, table)
@@ -736,16 +747,26 @@ def cross_validate_folds(key, table: data_lib.TrialTable, spec: BNSSpec, folds: 
   weights = jnp.asarray(folds[None, :] != fold_ids[:, None], jnp.float32)   # (K, T)
   svi, g = _svi_parts(spec, labels, guide, learning_rate)
   key_init, key_fit, key_post, key_retry = jax.random.split(key, 4)
-  state = svi.init(key_init, d, weights[0])
-  states = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (len(fold_ids),) + a.shape),
-                                  state)
-  states = states._replace(rng_key=jax.random.split(key_fit, len(fold_ids)))
+  done = {int(k): v for k, v in (done or {}).items()}
+  todo = [i for i, k in enumerate(fold_ids) if int(k) not in done]
   chunk = _chunk_length(num_steps)
-  run = jax.jit(jax.vmap(lambda s, w: _run_svi(svi, s, d, w, chunk)))
-  describe = lambda done, part: (f'{label}: {len(fold_ids)} folds together, step '
-                                 f'{done}/{num_steps}, mean loss {float(np.nanmean(part)):.1f}')
-  states, losses = run_svi_chunked(lambda st: run(st, weights), states, num_steps, describe,
-                                   tick)
+  position = {i: p for p, i in enumerate(todo)}
+  if todo:
+    state = svi.init(key_init, d, weights[0])
+    states = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (len(todo),) + a.shape),
+                                    state)
+    states = states._replace(
+        rng_key=jax.random.split(key_fit, len(fold_ids))[np.asarray(todo)])
+    run = jax.jit(jax.vmap(lambda s, w: _run_svi(svi, s, d, w, chunk)))
+    describe = lambda step, part: (f'{label}: {len(todo)} folds together, step '
+                                   f'{step}/{num_steps}, mean loss '
+                                   f'{float(np.nanmean(part)):.1f}')
+    todo_weights = weights[np.asarray(todo)]
+    states, losses = run_svi_chunked(lambda st: run(st, todo_weights), states, num_steps,
+                                     describe, tick)
+  if done:
+    progress.info(f'{label}: reusing {len(done)} of {len(fold_ids)} folds finished by an '
+                  'earlier run')
   num_train = np.asarray(weights.sum(1))
   run_one = jax.jit(lambda st, w: _run_svi(svi, st, d, w, chunk))    # Refits, one fold.
 
@@ -764,8 +785,13 @@ def cross_validate_folds(key, table: data_lib.TrialTable, spec: BNSSpec, folds: 
   out = np.full(len(table), np.nan)
   report = []
   for i, k in enumerate(fold_ids):
-    state_i = jax.tree_util.tree_map(lambda a: a[i], states)
-    reason = svi_divergence(losses[i], int(num_train[i]))
+    sel = folds == k
+    if int(k) in done:
+      out[sel] = [np.nan if x is None else x for x in done[int(k)]['lpd']]
+      report.append(dict(done[int(k)]['report'], reused=True))
+      continue
+    state_i = jax.tree_util.tree_map(lambda a, p=position[i]: a[p], states)
+    reason = svi_divergence(losses[position[i]], int(num_train[i]))
     if reason is None and not _params_finite(svi.get_params(state_i)):
       reason = 'non-finite guide parameters'
     attempts = [dict(learning_rate=float(learning_rate), diverged=reason)]
@@ -785,7 +811,6 @@ def cross_validate_folds(key, table: data_lib.TrialTable, spec: BNSSpec, folds: 
       except FloatingPointError as e:
         attempts.append(dict(learning_rate=None, diverged=str(e)))
         status = 'skipped'
-    sel = folds == k
     if status != 'skipped':
       lpd = np.asarray(heldout(state_i, jax.random.fold_in(key_post, i)))
       if not np.all(np.isfinite(lpd[sel])):
@@ -802,6 +827,9 @@ def cross_validate_folds(key, table: data_lib.TrialTable, spec: BNSSpec, folds: 
                        f'{attempts[-1]["learning_rate"]:.3g}')
     report.append(dict(fold=int(k), num_heldout=int(sel.sum()), status=status,
                        attempts=attempts))
+    if on_fold is not None:
+      on_fold(int(k), dict(lpd=[float(x) if np.isfinite(x) else None for x in out[sel]],
+                           report=report[-1]))
   return CrossValidation(lpd=out, folds=report)
 
 
@@ -826,11 +854,14 @@ def save(fit_: BNSFit, directory: str, config: dict | None = None) -> str:
   folder.mkdir(parents=True, exist_ok=True)
   meta = dict(spec=fit_.spec.to_json(), set_sizes=list(fit_.labels.set_sizes),
               subjects=list(fit_.labels.subjects), info=fit_.info, config=config or {})
-  (folder / 'fit.json').write_text(json.dumps(meta, indent=2, default=str))
+  # fit.json last: a fit.json present means the arrays beside it were written whole (a run
+  # killed while saving leaves no fit.json, so a rerun refits instead of reading half a fit).
+  (folder / 'fit.json').unlink(missing_ok=True)
   _write_npz(folder / 'samples.npz', fit_.samples)
   if fit_.guide_params is not None:
     _write_npz(folder / 'guide_params.npz',
                {k: np.asarray(v) for k, v in fit_.guide_params.items()})
+  (folder / 'fit.json').write_text(json.dumps(meta, indent=2, default=str))
   return directory
 
 

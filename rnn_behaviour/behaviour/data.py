@@ -26,7 +26,10 @@ CSV format, one row a trial, a header row first:
 
 Angles are radians, either in [-pi, pi) or in [0, 2 pi) (any value in [-pi, 2 pi] is accepted),
 unless the caller declares `angle_unit='degrees'` (then [-180, 360]). Values are wrapped to
-[-pi, pi) on load. Every validation failure raises a ValueError naming the file, the column and
+[-pi, pi) on load. A file declared in degrees whose angles all lie within +-2 pi is refused (it
+holds radians). Fields are separated by commas, or by tabs or semicolons when the header line
+has no comma. Every validation failure raises `errors.DataError` (a ValueError and a
+`UserError`: one line, no traceback, from the command line) naming the file, the column and
 the first bad row (data rows count from 1; the header is line 1 of the file, so data row r is
 line r + 1).
 
@@ -49,6 +52,7 @@ import numpy as np
 import scipy.io
 
 from rnn_behaviour import circular
+from rnn_behaviour import errors
 from rnn_behaviour import task as task_lib
 from rnn_behaviour import workdir as workdir_lib
 
@@ -59,6 +63,9 @@ _ANGLE_RANGE = {'radians': (-np.pi, 2.0 * np.pi), 'degrees': (-180.0, 360.0)}
 _RANGE_TEXT = {'radians': '[-pi, 2*pi]', 'degrees': '[-180, 360]'}
 # float32 pi exceeds float64 pi by 8.7e-8; files written from float32 arrays must still load.
 _RANGE_SLACK = 1e-6
+
+# Every error about the data: a ValueError and a UserError (errors.py).
+DataError = errors.DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,8 +171,8 @@ class TrialTable:
       present = set(have.tolist())
       missing = [w for w in wanted if w not in present]
       if missing:
-        raise ValueError(f'{self.source or "trial table"}: requested {field} {missing} not in '
-                         f'the data (present: {_sorted_labels(have)})')
+        raise DataError(f'{self.source or "trial table"}: requested {field} {missing} not in '
+                        f'the data (present: {_sorted_labels(have)})')
       keep &= np.isin(have, wanted)
     return self.take(keep)
 
@@ -253,16 +260,16 @@ def load_bays2009(path: str, *, subjects: Sequence | None = None,
   if epath.Path(path).is_dir():
     check_file(path)
   if not epath.Path(path).exists():
-    raise FileNotFoundError(
+    raise errors.DataFileNotFound(
         f'{path}: no such file. The Bays et al. (2009) data are public at osf.io/c2yx5 '
         '(bays_data.mat); pass its location as --config.data.path=...')
   try:
     raw = scipy.io.loadmat(io.BytesIO(epath.Path(path).read_bytes()))
   except Exception as e:  # scipy raises several types for non-MATLAB input.
-    raise ValueError(f'{path}: not a readable MATLAB file ({e})') from e
+    raise DataError(f'{path}: not a readable MATLAB file ({e})') from e
   missing = [f for f in _BAYS_FIELDS if f not in raw]
   if missing:
-    raise ValueError(f'{path}: missing field(s) {missing}; expected {list(_BAYS_FIELDS)}')
+    raise DataError(f'{path}: missing field(s) {missing}; expected {list(_BAYS_FIELDS)}')
   col = lambda f: np.asarray(raw[f], np.float64)
   n_trials = col('response').shape[0]
   set_size = col('n_items')[:, 0].astype(np.int64)
@@ -275,15 +282,15 @@ def load_bays2009(path: str, *, subjects: Sequence | None = None,
   for name, values in (('target/nontarget', report), ('target_pos/nontarget_pos', cue)):
     bad = np.nonzero((np.isnan(values) & mask).any(1) | (~np.isnan(values) & ~mask).any(1))[0]
     if bad.size:
-      raise ValueError(f'{path}: field {name} disagrees with n_items at row {bad[0] + 1}')
+      raise DataError(f'{path}: field {name} disagrees with n_items at row {bad[0] + 1}')
   response = col('response')[:, 0]
   if np.isnan(response).any():
-    raise ValueError(f'{path}: field response is NaN at row {np.isnan(response).argmax() + 1}')
+    raise DataError(f'{path}: field response is NaN at row {np.isnan(response).argmax() + 1}')
   condition = (col('delay')[:, 0].astype(np.int64).astype(str).astype(object)
                if delay_as_condition else np.full(n_trials, '', object))
   if conditions and not delay_as_condition:
-    raise ValueError(f'{path}: conditions={list(conditions)} requested but the Bays file has '
-                     'conditions only with delay_as_condition=True (sample-array duration)')
+    raise DataError(f'{path}: conditions={list(conditions)} requested but the Bays file has '
+                    'conditions only with delay_as_condition=True (sample-array duration)')
   table = TrialTable(
       cue=np.where(mask, _wrap_exact(cue), np.nan), report=np.where(mask, _wrap_exact(report),
                                                                       np.nan),
@@ -320,29 +327,32 @@ def load_csv(path: str, *, angle_unit: str = 'radians', subjects: Sequence | Non
     size that disagrees with the items given, unparsable numbers.
   """
   if angle_unit not in ANGLE_UNITS:
-    raise ValueError(f'angle_unit must be one of {ANGLE_UNITS}, got {angle_unit!r}')
+    raise DataError(f'angle_unit must be one of {ANGLE_UNITS}, got {angle_unit!r}')
   check_file(path)
   lines = read_text_lines(path)
-  reader = csv.reader(lines)
+  delimiter = _delimiter(lines[0] if lines else '')
+  reader = csv.reader(lines, delimiter=delimiter)
   try:
     parsed = list(reader)
   except csv.Error as e:
-    raise ValueError(f'{path}: line {reader.line_num}: not a CSV file ({e})') from None
+    raise DataError(f'{path}: line {reader.line_num}: not a CSV file ({e})') from None
   if not parsed:
-    raise ValueError(f'{path}: empty file (expected a header row)')
+    raise DataError(f'{path}: empty file (expected a header row)')
   header, rows = [h.strip() for h in parsed[0]], parsed[1:]
   # Trailing blank lines are common in hand-written files; they are not trials.
   while rows and all(_is_empty(c) for c in rows[-1]):
     rows.pop()
   if not rows:
-    raise ValueError(f'{path}: no data rows')
+    raise DataError(f'{path}: no data rows')
   dupes = sorted({h for h in header if header.count(h) > 1})
   if dupes:
-    raise ValueError(f'{path}: duplicate column(s) {dupes}')
+    raise DataError(f'{path}: duplicate column(s) {dupes}')
   index = {h: i for i, h in enumerate(header)}
   missing = [c for c in _REQUIRED if c not in index]
   if missing:
-    raise ValueError(f'{path}: missing column(s) {missing}; the header is {header}')
+    hint = (' (the header is one field: this reader splits on commas, tabs or semicolons, and '
+            'found none of them in the header line)' if len(header) == 1 else '')
+    raise DataError(f'{path}: missing column(s) {missing}; the header is {header}{hint}')
   item_cols = {}
   for prefix in ('cue', 'report'):
     nums = sorted(int(h[len(prefix) + 1:]) for h in header
@@ -360,16 +370,16 @@ def load_csv(path: str, *, angle_unit: str = 'radians', subjects: Sequence | Non
   def number(row_i, row, column, integer=False):
     text = cell(row_i, row, column)
     if _is_empty(text):
-      raise ValueError(f'{where(row_i, column)}: empty required field')
+      raise DataError(f'{where(row_i, column)}: empty required field')
     try:
       value = float(text)
     except ValueError:
-      raise ValueError(f'{where(row_i, column)}: not a number: {text!r}') from None
+      raise DataError(f'{where(row_i, column)}: not a number: {text!r}') from None
     if math.isnan(value):
-      raise ValueError(f'{where(row_i, column)}: NaN in a required field')
+      raise DataError(f'{where(row_i, column)}: NaN in a required field')
     if integer:
       if not value.is_integer():
-        raise ValueError(f'{where(row_i, column)}: expected an integer, got {text!r}')
+        raise DataError(f'{where(row_i, column)}: expected an integer, got {text!r}')
       return int(value)
     return value
 
@@ -380,8 +390,8 @@ def load_csv(path: str, *, angle_unit: str = 'radians', subjects: Sequence | Non
     if not lo - _RANGE_SLACK <= value <= hi + _RANGE_SLACK:
       hint = (" (values look like degrees: pass angle_unit='degrees')"
               if angle_unit == 'radians' and abs(value) <= 360 else '')
-      raise ValueError(f'{where(row_i, column)}: angle {value} outside the {angle_unit} range '
-                       f'{_RANGE_TEXT[angle_unit]}{hint}')
+      raise DataError(f'{where(row_i, column)}: angle {value} outside the {angle_unit} range '
+                      f'{_RANGE_TEXT[angle_unit]}{hint}')
     return value
 
   n_rows = len(rows)
@@ -395,33 +405,37 @@ def load_csv(path: str, *, angle_unit: str = 'radians', subjects: Sequence | Non
   condition = np.full(n_rows, '', object)
   for r, row in enumerate(rows):
     if len(row) > len(header) and any(not _is_empty(c) for c in row[len(header):]):
-      raise ValueError(f'{path}: data row {r + 1} (line {r + 2}) has {len(row)} fields, the '
-                       f'header {len(header)}')
+      raise DataError(f'{path}: data row {r + 1} (line {r + 2}) has {len(row)} fields, the '
+                      f'header {len(header)}')
     n = number(r, row, 'set_size', integer=True)
     if n < 1:
-      raise ValueError(f'{where(r, "set_size")}: set size must be >= 1, got {n}')
+      raise DataError(f'{where(r, "set_size")}: set size must be >= 1, got {n}')
     for prefix in ('cue', 'report'):
       absent = [j for j in range(1, n + 1) if f'{prefix}_{j}' not in index]
       if absent:
-        raise ValueError(f'{path}: missing column {prefix}_{absent[0]} needed by data row '
-                         f'{r + 1} (line {r + 2}), whose set_size is {n}')
+        raise DataError(f'{path}: missing column {prefix}_{absent[0]} needed by data row '
+                        f'{r + 1} (line {r + 2}), whose set_size is {n}')
     k = number(r, row, 'cued', integer=True)
     if not 1 <= k <= n:
-      raise ValueError(f'{where(r, "cued")}: cued item {k} out of range 1..{n} (set_size {n})')
+      raise DataError(f'{where(r, "cued")}: cued item {k} out of range 1..{n} (set_size {n}); '
+                      'cued is 1-based: 1 names the item in cue_1/report_1'
+                      + (' (a 0-based file: add 1 to the column)' if k == 0 else ''))
     response[r] = angle(r, row, 'response')
     for prefix, out in (('cue', cue), ('report', report)):
       for j in range(1, n + 1):
         out[r, j - 1] = angle(r, row, f'{prefix}_{j}')
       for j in item_cols[prefix]:
         if j > n and not _is_empty(cell(r, row, f'{prefix}_{j}')):
-          raise ValueError(f'{where(r, f"{prefix}_{j}")}: set_size is {n} but item {j} is given '
-                           '(cells past the set size must be empty)')
+          raise DataError(f'{where(r, f"{prefix}_{j}")}: set_size is {n} but item {j} is given '
+                          '(cells past the set size must be empty)')
     set_size[r], cued[r] = n, k - 1
     if has_subject:
       subject[r] = cell(r, row, 'subject').strip()
     if has_condition:
       condition[r] = cell(r, row, 'condition').strip()
   width = int(set_size.max())
+  if angle_unit == 'degrees':
+    _check_not_radians(path, response, cue[:, :width], report[:, :width])
   scale = 1.0 if angle_unit == 'radians' else np.pi / 180.0
   table = TrialTable(cue=_wrap_exact(cue[:, :width] * scale),
                      report=_wrap_exact(report[:, :width] * scale), cued=cued,
@@ -430,13 +444,45 @@ def load_csv(path: str, *, angle_unit: str = 'radians', subjects: Sequence | Non
   return table.select(subjects, set_sizes, conditions)
 
 
+_DELIMITERS = (',', '\t', ';')
+
+
+def _delimiter(header_line: str) -> str:
+  """The field separator of a trial file from its header line: a comma, unless the header has
+  no comma and does have tabs (a spreadsheet's "tab-separated" export) or semicolons (a
+  spreadsheet's CSV export in locales whose decimal mark is a comma)."""
+  if ',' in header_line:
+    return ','
+  counts = {d: header_line.count(d) for d in _DELIMITERS[1:]}
+  best = max(counts, key=counts.get)
+  return best if counts[best] else ','
+
+
+# A degrees file spans far more than +-2 pi: delayed-estimation responses cover the circle. A
+# file declared in degrees whose every angle lies within +-2 pi holds radians.
+_RADIANS_LIMIT = 2.0 * np.pi + _RANGE_SLACK
+
+
+def _check_not_radians(path, *angles) -> None:
+  """Raises DataError when every (non-NaN) angle of a file declared in degrees is within
+  +-2 pi: read as degrees, such a file would squeeze every angle into +-0.11 rad."""
+  values = np.concatenate([np.ravel(a) for a in angles])
+  values = values[~np.isnan(values)]
+  if values.size and np.all(np.abs(values) <= _RADIANS_LIMIT):
+    raise DataError(
+        f'{path}: declared in degrees (angle_unit=degrees) but every angle lies within +-2 pi '
+        f'(largest |angle| {np.max(np.abs(values)):.4g}): these are radians. Read as degrees '
+        'they would all fall within +-0.11 rad and the fit would be meaningless; pass '
+        '--config.data.angle_unit=radians')
+
+
 def check_file(path: str) -> None:
   """Raises a clear error unless `path` is an existing regular file (not a directory)."""
   if epath.Path(path).is_dir():
-    raise ValueError(f'{path} is a directory; config.data.path must name a data file '
-                            '(a .csv trial table or the Bays 2009 .mat file)')
+    raise DataError(f'{path} is a directory; config.data.path must name a data file '
+                    '(a .csv trial table or the Bays 2009 .mat file)')
   if not epath.Path(path).exists():
-    raise FileNotFoundError(f'{path}: no such file')
+    raise errors.DataFileNotFound(f'{path}: no such file')
 
 
 def read_text_lines(path: str) -> list[str]:
@@ -456,12 +502,12 @@ def read_text_lines(path: str) -> list[str]:
     hint = (' It looks like a MATLAB file: use --config.data.format=bays2009.'
             if raw.startswith(b'MATLAB') else
             ' Save it as UTF-8 (e.g. "CSV UTF-8" in a spreadsheet program).')
-    raise ValueError(f'{path}: line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at '
-                     f'byte offset {e.start}).{hint}') from None
+    raise DataError(f'{path}: line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at '
+                    f'byte offset {e.start}).{hint}') from None
   if '\x00' in text:
     line = text.count('\n', 0, text.index('\x00')) + 1
-    raise ValueError(f'{path}: line {line}: NUL byte; this is a binary file, not a CSV '
-                     'trial table') from None
+    raise DataError(f'{path}: line {line}: NUL byte; this is a binary file, not a CSV '
+                    'trial table') from None
   return text.splitlines(keepends=True)
 
 
@@ -471,7 +517,7 @@ def write_csv(table: TrialTable, path: str, *, angle_unit: str = 'radians') -> N
   `subject` and `condition` columns are written when any row has one.
   """
   if angle_unit not in ANGLE_UNITS:
-    raise ValueError(f'angle_unit must be one of {ANGLE_UNITS}, got {angle_unit!r}')
+    raise DataError(f'angle_unit must be one of {ANGLE_UNITS}, got {angle_unit!r}')
   scale = 1.0 if angle_unit == 'radians' else 180.0 / np.pi
   n_max = table.max_set_size
   with_subject = any(s != '' for s in table.subject)
@@ -521,8 +567,8 @@ def parse_selection(value, field: str) -> list:
                                                    and float(item).is_integer()):
       parts.append(int(item))
     else:
-      raise ValueError(f'config.data.{field}: cannot read {item!r} in {value!r} (expected '
-                       "a comma-separated list such as '2,4')")
+      raise DataError(f'config.data.{field}: cannot read {item!r} in {value!r} (expected '
+                      "a comma-separated list such as '2,4')")
   if field != 'set_sizes':
     return [str(p) for p in parts]
   out = []
@@ -532,8 +578,8 @@ def parse_selection(value, field: str) -> list:
     except ValueError:
       n = None
     if n is None or n < 1:
-      raise ValueError(f'config.data.set_sizes: {p!r} is not a positive integer (got '
-                       f'{value!r}; e.g. --config.data.set_sizes=2,4)')
+      raise DataError(f'config.data.set_sizes: {p!r} is not a positive integer (got '
+                      f'{value!r}; e.g. --config.data.set_sizes=2,4)')
     out.append(n)
   return out
 
@@ -557,13 +603,13 @@ def load(data_config) -> TrialTable:
                          delay_as_condition=bool(c.get('delay_as_condition', False)))
   if c.format == 'csv':
     return load_csv(path, angle_unit=c.angle_unit, **sel)
-  raise ValueError(f"config.data.format must be 'bays2009' or 'csv', got {c.format!r}")
+  raise DataError(f"config.data.format must be 'bays2009' or 'csv', got {c.format!r}")
 
 
 def resolve_path(path: str) -> str:
   """A data path as given, else relative to the repository root (the package's parent)."""
   if not path:
-    raise ValueError('config.data.path is empty; pass --config.data.path=...')
+    raise DataError('config.data.path is empty; pass --config.data.path=...')
   if not workdir_lib.is_local(path):
     return path          # A cloud path (gs://...) is absolute.
   if os.path.isabs(path) or os.path.exists(path):
@@ -572,8 +618,9 @@ def resolve_path(path: str) -> str:
   candidate = os.path.normpath(os.path.join(repo_root, path))
   if os.path.exists(candidate):
     return candidate
-  raise FileNotFoundError(f'config.data.path={path!r} not found relative to the current '
-                          f'directory ({os.getcwd()}) nor to the repository root ({repo_root})')
+  raise errors.DataFileNotFound(
+      f'config.data.path={path!r} not found relative to the current directory '
+      f'({os.getcwd()}) nor to the repository root ({repo_root})')
 
 
 def cell_labels(table: TrialTable):

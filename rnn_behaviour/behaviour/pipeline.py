@@ -4,7 +4,9 @@ Into `<workdir>/behaviour/`, each file as soon as its stage is done (so a later 
 nothing), in this order:
 
   mixture_fits.csv      per cell x mixture model: subject, set_size, condition, model, kappa,
-                        sd, p_t, p_n, p_u, loglik, n, aic, bic, warning.
+                        sd, p_t, p_n, p_u, loglik, n, aic, bic, warning (small cells, and
+                        parameters on a bound: kappa at its clip, a weight at 0 or 1);
+                        mixture_fits.json holds the same fits at full precision (the cache).
   bns_fit/              the BNS fit (fit.json with spec, config and cache key, samples.npz,
                         guide params); `surrogate.load_response_model(<workdir>/behaviour, N)`
                         reads it.
@@ -31,8 +33,12 @@ nothing), in this order:
 Caching. Every cached result is keyed on a SHA-256 of what it depends on: the data file's
 bytes, the resolved `data` block (absolute path, parsed selections) and the `fit` block (the
 main BNS fit only on the fields that change it). A rerun with the same key returns the saved
-summary; anything changed refits, and a log line says what changed. A run that failed part-way
-reuses its finished BNS fit and cross-validated models.
+summary; anything changed refits, and a log line says what changed. A run that failed or was
+killed part-way resumes: every stage that finished whole is read back, not recomputed: the
+mixture fits (`mixture_fits.json`, same key), the main BNS fit (`bns_fit/fit.json`, written
+after its arrays, same BNS key), each cross-validated model (`cv/<model>.json`) and, inside a
+BNS model's cross-validation, each fold (`cv/<model>/fold_<k>.json`, saved as it is scored; the
+folds left are fitted together again).
 
 Trust. Cells with fewer than `config.fit.min_cell_trials` trials (default 30; see the config)
 are fitted but flagged, in the log and in the `warning` column of every CSV. Diverged SVI fits
@@ -59,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_behaviour import circular
+from rnn_behaviour import errors
 from rnn_behaviour import workdir as workdir_lib
 from rnn_behaviour.behaviour import bns as bns_lib
 from rnn_behaviour.behaviour import data as data_lib
@@ -77,12 +84,14 @@ FIT_DEFAULTS = dict(min_cell_trials=30, svi_max_restarts=2, svi_restart_lr_facto
 _NOT_BNS_FIELDS = ('mixture_models', 'cv_folds', 'cv_svi_steps', 'compare_dimensions',
                    'compare_emissions', 'min_cell_trials', 'progress_seconds', 'ppc_draws',
                    'plots')
+# A bad value of the data or fit block: a ValueError and a UserError (errors.py).
+ConfigError = errors.ConfigError
 
 
 def _check(value, allowed, name):
   if value not in allowed:
-    raise ValueError(f'{name} must be ' + ' or '.join(repr(a) for a in allowed)
-                     + f', got {value!r}')
+    raise ConfigError(f'{name} must be ' + ' or '.join(repr(a) for a in allowed)
+                      + f', got {value!r}')
 
 
 def _fit_value(fc, name):
@@ -93,7 +102,7 @@ def validate_config(config) -> None:
   """Raises ValueError naming the first bad field of the `data` and `fit` blocks."""
   for block in ('data', 'fit'):
     if block not in config:
-      raise ValueError(f'config.{block} is missing (use configs/fit_bays2009.py or fit_csv.py)')
+      raise ConfigError(f'config.{block} is missing (use configs/fit_bays2009.py or fit_csv.py)')
   d, f = config.data, config.fit
   _check(d.format, ('bays2009', 'csv'), 'config.data.format')
   _check(d.angle_unit, data_lib.ANGLE_UNITS, 'config.data.angle_unit')
@@ -110,42 +119,42 @@ def validate_config(config) -> None:
   for m in f.compare_emissions:
     _check(m, bns_lib.EMISSIONS, 'config.fit.compare_emissions[...]')
   if f.cv_folds == 1 or f.cv_folds < 0:
-    raise ValueError(f'config.fit.cv_folds must be 0 (no comparison) or >= 2, got {f.cv_folds}')
+    raise ConfigError(f'config.fit.cv_folds must be 0 (no comparison) or >= 2, got {f.cv_folds}')
   for name in ('svi_steps', 'num_posterior_samples', 'num_fourier'):
     if f[name] < (0 if name == 'num_fourier' else 1):
-      raise ValueError(f'config.fit.{name} must be positive, got {f[name]}')
+      raise ConfigError(f'config.fit.{name} must be positive, got {f[name]}')
   positive = lambda v: isinstance(v, (int, float)) and np.isfinite(v) and v > 0
   if not positive(f.svi_learning_rate):
-    raise ValueError('config.fit.svi_learning_rate must be a finite number > 0 (0 would return '
-                     f'the prior as the fit), got {f.svi_learning_rate!r}')
+    raise ConfigError('config.fit.svi_learning_rate must be a finite number > 0 (0 would return '
+                      f'the prior as the fit), got {f.svi_learning_rate!r}')
   if f.get('cv_svi_steps', 0) < 0:
-    raise ValueError(f'config.fit.cv_svi_steps must be >= 0 (0: svi_steps), got '
-                     f'{f.cv_svi_steps}')
+    raise ConfigError(f'config.fit.cv_svi_steps must be >= 0 (0: svi_steps), got '
+                      f'{f.cv_svi_steps}')
   if f.inference == 'nuts' and f.nuts_warmup < 1:
-    raise ValueError(f'config.fit.nuts_warmup must be >= 1 for NUTS, got {f.nuts_warmup}')
+    raise ConfigError(f'config.fit.nuts_warmup must be >= 1 for NUTS, got {f.nuts_warmup}')
   if _fit_value(f, 'min_cell_trials') < 1:
-    raise ValueError('config.fit.min_cell_trials must be >= 1, got '
-                     f'{_fit_value(f, "min_cell_trials")}')
+    raise ConfigError('config.fit.min_cell_trials must be >= 1, got '
+                      f'{_fit_value(f, "min_cell_trials")}')
   if _fit_value(f, 'svi_max_restarts') < 0:
-    raise ValueError('config.fit.svi_max_restarts must be >= 0, got '
-                     f'{_fit_value(f, "svi_max_restarts")}')
+    raise ConfigError('config.fit.svi_max_restarts must be >= 0, got '
+                      f'{_fit_value(f, "svi_max_restarts")}')
   if not 0 < _fit_value(f, 'svi_restart_lr_factor') < 1:
-    raise ValueError('config.fit.svi_restart_lr_factor must be in (0, 1), got '
-                     f'{_fit_value(f, "svi_restart_lr_factor")}')
+    raise ConfigError('config.fit.svi_restart_lr_factor must be in (0, 1), got '
+                      f'{_fit_value(f, "svi_restart_lr_factor")}')
   if _fit_value(f, 'progress_seconds') < 0:
-    raise ValueError('config.fit.progress_seconds must be >= 0, got '
-                     f'{_fit_value(f, "progress_seconds")}')
+    raise ConfigError('config.fit.progress_seconds must be >= 0, got '
+                      f'{_fit_value(f, "progress_seconds")}')
   if _fit_value(f, 'ppc_draws') < 1:
-    raise ValueError(f'config.fit.ppc_draws must be >= 1, got {_fit_value(f, "ppc_draws")}')
+    raise ConfigError(f'config.fit.ppc_draws must be >= 1, got {_fit_value(f, "ppc_draws")}')
 
 
 def check_data_for_fit(table: data_lib.TrialTable, fit_config) -> None:
   """Raises ValueError naming the config field the loaded data cannot satisfy."""
   folds = int(fit_config.cv_folds)
   if folds and len(table) < folds:
-    raise ValueError(f'config.fit.cv_folds={folds} needs at least {folds} trials (one per '
-                     f'fold); {table.source or "the data"} has {len(table)} after selection. '
-                     'Set --config.fit.cv_folds=0 to skip the model comparison.')
+    raise ConfigError(f'config.fit.cv_folds={folds} needs at least {folds} trials (one per '
+                      f'fold); {table.source or "the data"} has {len(table)} after selection. '
+                      'Set --config.fit.cv_folds=0 to skip the model comparison.')
 
 
 def _write_atomic(path, text: str) -> None:
@@ -293,6 +302,21 @@ def _small_cell_warnings(table, min_trials) -> list[str]:
   return out
 
 
+def _bound_warnings(fits: list) -> list[str]:
+  """One line per mixture model with cells whose parameters sit on a bound."""
+  out = []
+  for f in fits:
+    on = f.bound_cells()
+    if on:
+      listed = '; '.join(f'subject {c[0]!r} set size {c[1]}' + (f' condition {c[2]!r}' if c[2]
+                                                                 else '') + f': {w}'
+                         for c, w in on[:4])
+      more = f' and {len(on) - 4} more' if len(on) > 4 else ''
+      out.append(f'{f.model} mixture: {len(on)} of {len(f.cells)} cells have a parameter on a '
+                 f'bound (see the warning column of mixture_fits.csv): {listed}{more}')
+  return out
+
+
 def fit_behaviour(config, workdir: str) -> dict:
   """Fits mixtures and BNS to the data `config.data` names; writes `<workdir>/behaviour/*`.
 
@@ -304,6 +328,10 @@ def fit_behaviour(config, workdir: str) -> dict:
   fc = config.fit
   data_path = data_lib.resolve_path(config.data.path)
   data_lib.check_file(data_path)
+  # The data are read (and every row checked) before anything is written: a bad file leaves
+  # no empty behaviour/ folder behind.
+  table = data_lib.load(config.data)
+  check_data_for_fit(table, fc)
   out = _join(workdir, 'behaviour')
   epath.Path(out).mkdir(parents=True, exist_ok=True)
   cfg = _config_dict(config)
@@ -317,12 +345,10 @@ def fit_behaviour(config, workdir: str) -> dict:
                     f'{out}')
       return previous
     progress.info(f'fit_behaviour: refitting into {out}: ' + (
-        'the previous run did not finish' if same else describe_changes(
-            previous.get('inputs'), inputs)))
+        'the previous run did not finish; stages it finished are reused' if same
+        else describe_changes(previous.get('inputs'), inputs)))
   tick = progress.Throttle(float(_fit_value(fc, 'progress_seconds')))
   min_trials = int(_fit_value(fc, 'min_cell_trials'))
-  table = data_lib.load(config.data)
-  check_data_for_fit(table, fc)
   key = jax.random.PRNGKey(int(fc.seed))
   key_fit, key_cv, key_plot = jax.random.split(key, 3)
   timings, warnings, paths, comparison = {}, [], {}, []
@@ -342,14 +368,14 @@ def fit_behaviour(config, workdir: str) -> dict:
     warnings.append(message)
     progress.warning(message)
 
-  # 1. Mixture models, every cell at once.
-  stage(1, f'{len(table)} trials, {len(data_lib.cell_labels(table)[0])} cells, models '
-           f'{list(fc.mixture_models)}')
+  # 1. Mixture models, every cell at once (reused when an earlier run finished them).
+  t0 = time.time()
+  fits = _mixture_stage(table, fc, inputs, out, lambda text: stage(1, text))
   for w in _small_cell_warnings(table, min_trials):
     warn(w)
-  t0 = time.time()
-  fits = [mixture.fit(table, m) for m in fc.mixture_models]
   timings['mixture'] = time.time() - t0
+  for w in _bound_warnings(fits):
+    warn(w)
   paths['mixture_fits'] = _join(out, 'mixture_fits.csv')
   mixture.write_fits_csv(fits, paths['mixture_fits'], min_trials)
   save_summary(False)
@@ -359,10 +385,14 @@ def fit_behaviour(config, workdir: str) -> dict:
   fit_dir = _join(out, surrogate.FIT_SUBDIR)
   cached = _read_json(_join(fit_dir, 'fit.json'))
   t0 = time.time()
+  fit = None
   if cached and cached.get('info', {}).get('cache_key') == inputs['bns_key']:
-    stage(2, f'reusing the fit in {fit_dir} (same data and BNS settings)')
-    fit = bns_lib.load(fit_dir)
-  else:
+    try:
+      fit = bns_lib.load(fit_dir)
+      stage(2, f'reusing the fit in {fit_dir} (same data and BNS settings)')
+    except (OSError, ValueError, KeyError) as e:      # Arrays unreadable: fit again.
+      warn(f'BNS fit: the saved fit in {fit_dir} cannot be read ({e}); fitting again')
+  if fit is None:
     stage(2, f'{spec.dimension} / {spec.emission}, {fc.inference}, {len(table)} trials')
     if spec.subject_effects:
       per_subject = {s: int(np.sum(table.subject == s)) for s in table.subjects()}
@@ -433,6 +463,40 @@ def fit_behaviour(config, workdir: str) -> dict:
   return summary
 
 
+def _mixture_stage(table, fc, inputs, out, stage) -> list:
+  """The mixture fits of every model, read back from `mixture_fits.json` when an earlier run
+  with the same cache key (`inputs['key']`) finished them, else fitted and saved there."""
+  path = _join(out, 'mixture_fits.json')
+  models = [str(m) for m in fc.mixture_models]
+  cells = len(data_lib.cell_labels(table)[0])
+  cached = _read_json(path)
+  if (cached and cached.get('key') == inputs['key']
+      and [f.get('model') for f in cached.get('fits', [])] == models):
+    try:
+      fits = [mixture.MixtureFits.from_json(f) for f in cached['fits']]
+      stage(f'reusing {path} ({cells} cells, models {models}: finished by an earlier run)')
+      return fits
+    except (KeyError, TypeError, ValueError):
+      pass                                             # Unreadable: fitted again below.
+  stage(f'{len(table)} trials, {cells} cells, models {models}')
+  fits = [mixture.fit(table, m) for m in models]
+  _write_json(path, dict(key=inputs['key'], fits=[f.to_json() for f in fits]))
+  return fits
+
+
+def _fold_results(fold_dir: str, key: str) -> dict:
+  """{fold: result} of the folds saved in `fold_dir` under cache key `key` (others ignored)."""
+  done = {}
+  folder = epath.Path(fold_dir)
+  if not folder.exists():
+    return done
+  for path in sorted(folder.glob('fold_*.json')):
+    saved = _read_json(path)
+    if saved and saved.get('key') == key and 'result' in saved:
+      done[int(saved['fold'])] = saved['result']
+  return done
+
+
 def _cross_validation_stage(table, fc, spec, key_cv, inputs, out, tick, stage, warn,
                             min_trials, comparison_path) -> list[dict]:
   """Fits every model of the comparison fold by fold; caches each model as it finishes."""
@@ -464,9 +528,15 @@ def _cross_validation_stage(table, fc, spec, key_cv, inputs, out, tick, stage, w
                 for k in range(int(fc.cv_folds))]
     else:
       i, v = what
+      # Each fold's result is saved as it is scored; a rerun refits only the others.
+      fold_dir = _join(cv_dir, name)
+      epath.Path(fold_dir).mkdir(parents=True, exist_ok=True)
+      save_fold = lambda k, result, fold_dir=fold_dir: _write_json(
+          _join(fold_dir, f'fold_{k}.json'), dict(key=inputs['key'], fold=k, result=result))
       res = bns_lib.cross_validate_folds(jax.random.fold_in(key_cv, i), table, v, folds,
                                          tick=tick, label=f'CV {name}',
-                                         **_bns_kwargs(fc, cv=True))
+                                         done=_fold_results(fold_dir, inputs['key']),
+                                         on_fold=save_fold, **_bns_kwargs(fc, cv=True))
       lpd, report = res.lpd, res.folds
       for f in res.folds:
         if f['status'] != 'ok':
@@ -667,16 +737,23 @@ def plot_error_histograms(table, mixture_fits, fit: bns_lib.BNSFit, path: str, k
 def _distance_bins(distance: np.ndarray, max_unique: int = 12, num_bins: int = 8):
   """Bin index of each |cue distance| and the bin centres: exact values when they are few.
 
-  Few distinct values (a grid of locations, up to `circular.EDGE_TOLERANCE` apart): one bin
-  per value. Otherwise `num_bins` equal bins over [0, pi] by `circular.bin_index`.
+  Few distinct values (a grid of locations; values within `circular.EDGE_TOLERANCE` of each
+  other are one value, `circular.distinct_values`, so angles saved to 6 decimals still give
+  one bin per grid distance): one bin per value. Otherwise `num_bins` equal bins over [0, pi]
+  by `circular.bin_index`. Bins holding no distance are dropped, so that no rate downstream
+  divides by an empty count.
+
+  Returns:
+    bins: (M,) int bin of each distance, in [0, B).
+    centres: (B,) radians, each bin's value (grid) or centre (equal bins).
   """
-  values = np.unique(np.round(distance, 6))
+  values, index = circular.distinct_values(distance)
   if len(values) <= max_unique:
-    # Each value is its own bin: edges halfway between neighbouring values.
-    edges = np.concatenate([[-np.inf], (values[1:] + values[:-1]) / 2, [np.inf]])
-    return circular.bin_index(distance, edges), values
+    return index, values
   edges = np.linspace(0, np.pi, num_bins + 1)
-  return circular.bin_index(distance, edges), (edges[1:] + edges[:-1]) / 2
+  bins = np.asarray(circular.bin_index(distance, edges))
+  used, bins = np.unique(bins, return_inverse=True)
+  return bins.reshape(np.shape(distance)), ((edges[1:] + edges[:-1]) / 2)[used]
 
 
 def swap_probability_by_distance(table, fit: bns_lib.BNSFit, set_size: int, key,

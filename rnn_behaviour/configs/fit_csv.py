@@ -7,7 +7,9 @@
 CSV format (see rnn_behaviour/behaviour/data.py): one row a trial; columns set_size, cued
 (1-based j of cue_j/report_j), response, cue_1..cue_N, report_1..report_N (empty past the
 trial's set size), optional subject and condition. Radians in [-pi, pi) or [0, 2pi) unless
-angle_unit='degrees'. Fits are per subject x set size x condition.
+angle_unit='degrees' (a file declared in degrees whose angles all lie within +-2 pi is refused:
+it holds radians). Commas separate fields, or tabs or semicolons when the header has no comma.
+Fits are per subject x set size x condition; a rerun after a kill reuses every finished stage.
 """
 
 from rnn_behaviour.configs import fit_bays2009
