@@ -1,42 +1,138 @@
-"""Shared test fixtures: tiny configs that run the real code in seconds."""
+"""Shared test set-up: the tiny config, JAX's compilation settings, and tiny runs trained once.
 
+The environment is set here, before any test module imports JAX:
+- one CPU device (tests that need more start their own process);
+- JAX's persistent compilation cache in one folder for the whole session. Every `train.build()`
+  makes new closures, so every training would otherwise compile its step again; with the cache
+  the second compilation of the same program is a file read. Subprocesses (the command line,
+  notebooks' kernels, the multi-device workers) inherit the variables and share the folder;
+- with RNN_BEHAVIOUR_TEST_FAST_COMPILE=1 only, XLA:CPU's cheap code generation (optimisation
+  level 0, no expensive LLVM passes). Measured on a tiny training under load 15: first compile
+  39 s against 93 s, a cached one 3.5 s against 5.0 s. Off by default because it changes float
+  rounding: tests/test_authors_preset.py compares losses bit for bit with values recorded
+  without it, and failed under it.
+A variable already set in the environment wins, e.g. JAX_COMPILATION_CACHE_DIR=~/.cache/x to
+keep the cache between sessions.
+
+Session fixtures train the tiny config once (`trained_run`, `trained_ensemble`) and fit the
+behavioural models once to a slice of Bays 2009 (`bays_fit`); they are read-only, and a test
+that changes a run takes a copy (`copy_run`).
+"""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=1')
-
-from rnn_behaviour.configs import default  # pylint: disable=g-import-not-at-top
-
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(REPO_ROOT, '..', 'shared', 'data')
+BAYS2009 = os.path.join(SHARED_DATA, 'bays2009', 'bays_data.mat')
+
+# XLA:CPU at optimisation level 0 without LLVM's expensive passes (opt-in, see above).
+FAST_COMPILE_FLAGS = ('--xla_backend_optimization_level=0',
+                      '--xla_llvm_disable_expensive_passes=true')
+
+
+def _configure_jax_environment() -> str:
+  """Sets the session's XLA flags and compilation cache (see the module docstring); returns the
+  cache folder."""
+  flags = os.environ.get('XLA_FLAGS', '').split()
+  if not any(f.startswith('--xla_force_host_platform_device_count') for f in flags):
+    flags.append('--xla_force_host_platform_device_count=1')
+  if os.environ.get('RNN_BEHAVIOUR_TEST_FAST_COMPILE', '') == '1':
+    names = {f.split('=')[0] for f in flags}
+    flags += [f for f in FAST_COMPILE_FLAGS if f.split('=')[0] not in names]
+  os.environ['XLA_FLAGS'] = ' '.join(flags)
+  if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    folder = tempfile.mkdtemp(prefix='rnn_behaviour_jax_cache_')
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ['JAX_COMPILATION_CACHE_DIR'] = folder
+  # Cache every program: the tiny ones compile in well under the default 1 s threshold.
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+  return os.environ['JAX_COMPILATION_CACHE_DIR']
+
+
+COMPILATION_CACHE = _configure_jax_environment()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+
+from rnn_behaviour import modes
+from rnn_behaviour import train
+from rnn_behaviour.configs import bays2009_pipeline
+from rnn_behaviour.configs import tiny
+from tests import tiny as tiny_helpers
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+# In case a plugin imported JAX before this file ran: the same settings through its config.
+jax.config.update('jax_compilation_cache_dir', COMPILATION_CACHE)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
 def make_tiny_config():
-  config = default.get_config()
-  config.task.epochs.stimulus = 2
-  config.task.epochs.delay = 3
-  config.task.epochs.cue = 2
-  config.task.epochs.post_cue = 1
-  config.task.num_tuning = 8
-  config.model.num_units = 8
-  config.model.trial_noise = -1.0    # The paper's trial noise, so every noise path runs.
-  config.model.num_branches = 2
-  config.model.num_subbranches = 3
-  config.diffusion.num_steps = 6
-  config.train.num_steps = 4
-  config.train.displays_per_batch = 4
-  config.train.samples_per_display = 4
-  config.train.warmup_steps = 1
-  config.train.log_every = 1
-  config.train.checkpoint_every = 2
-  config.eval.num_displays = 8
-  config.eval.samples_per_display = 16
-  config.eval.num_plot_displays = 2
-  config.eval.bns_svi_steps = 100
-  return config
+  """rnn_behaviour/configs/tiny.py's config (a fresh, mutable copy)."""
+  return tiny.get_config()
 
 
 @pytest.fixture
 def tiny_config():
   return make_tiny_config()
+
+
+def copy_run(source: str, destination) -> str:
+  """A private copy of a session fixture's workdir, for a test that changes it."""
+  destination = str(destination)
+  shutil.copytree(source, destination)
+  return destination
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory) -> str:
+  """The tiny config trained (4 steps, checkpoints 2 and 4) and evaluated (`--mode=all`, the
+  BNS judgement included). Read-only: copy it with `copy_run` to change it."""
+  workdir = str(tmp_path_factory.mktemp('trained_run') / 'run')
+  modes.run(make_tiny_config(), workdir, 'all')
+  return workdir
+
+
+@pytest.fixture(scope='session')
+def trained_ensemble(tmp_path_factory) -> str:
+  """The tiny config as an ensemble of 2 (seeds 0 and 1), trained 4 steps, not evaluated.
+  Read-only: copy it with `copy_run` to change it."""
+  config = make_tiny_config()
+  config.train.ensemble_size = 2
+  workdir = str(tmp_path_factory.mktemp('trained_ensemble') / 'run')
+  train.train(config, workdir)
+  return workdir
+
+
+def bays_fit_config():
+  """colab/your_data.ipynb's config at tiny sizes: the Bays 2009 pipeline
+  (rnn_behaviour/configs/bays2009_pipeline.py) on a small slice of the data (subjects 1 and 2,
+  set size 2), mixtures by EM and BNS over cue distance by 20 SVI steps, no CV; the network at
+  the tiny config's sizes, trained on the fit's posterior predictive."""
+  config = bays2009_pipeline.get_config()
+  config.update_from_flattened_dict(tiny_helpers.overrides(
+      ('task', 'model', 'diffusion', 'train', 'eval', 'analysis')))
+  config.eval.bns_svi_steps = 0
+  config.data.path = BAYS2009
+  config.data.subjects = ('1', '2')
+  config.data.set_sizes = (2,)
+  config.fit.update(mixture_models=['three_component'], num_fourier=2, guide='normal',
+                    svi_steps=20, cv_folds=0, num_posterior_samples=20, ppc_draws=5)
+  return config
+
+
+@pytest.fixture(scope='session')
+def bays_fit(tmp_path_factory) -> str:
+  """A workdir whose `behaviour/` holds `bays_fit_config()`'s fit (`--mode=fit_behaviour`);
+  skips when ../shared/data has no Bays 2009 file. Read-only: copy it with `copy_run`."""
+  if not os.path.exists(BAYS2009):
+    pytest.skip(f'no {BAYS2009}')
+  workdir = str(tmp_path_factory.mktemp('bays_fit') / 'run')
+  modes.run(bays_fit_config(), workdir, 'fit_behaviour')
+  return workdir

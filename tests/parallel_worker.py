@@ -1,7 +1,7 @@
-"""Trains the tiny test config on given device layouts and prints what tests/test_parallel.py
-compares (one JSON line). Runs in its own process: the CPU device count is fixed at start-up,
-and `config.parallel.num_devices` picks the first N of them, so one process of 8 devices can
-train on 1, 2 and 8.
+"""Trains the tiny config (rnn_behaviour/configs/tiny.py) on given device layouts and prints
+what tests/test_parallel.py compares (one JSON line). Runs in its own process: the CPU device
+count is fixed at start-up, and `config.parallel.num_devices` picks the first N of them, so one
+process of 8 devices can train on 1, 2 and 8.
 
   python tests/parallel_worker.py --workdir=DIR --cpu_devices=8 \
       --runs='[["one", {"parallel.num_devices": 1}], ["two", {"parallel.num_devices": 2}]]' \
@@ -33,11 +33,11 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
-  from tests import conftest  # pylint: disable=g-import-not-at-top
+  from rnn_behaviour.configs import tiny  # pylint: disable=g-import-not-at-top
 
   results = {}
   for name, layout in json.loads(FLAGS.runs):
-    config = conftest.make_tiny_config()
+    config = tiny.get_config()
     config.train.num_steps = 3
     for field, value in layout.items():
       section, key = field.split('.')

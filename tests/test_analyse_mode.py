@@ -1,21 +1,18 @@
-"""`--mode=analyse` end to end on a tiny trained network."""
+"""`--mode=analyse` end to end on a tiny trained network (a copy of the session's trained run
+or ensemble; the tiny config's analysis sizes: 4 bins, 4 samples a display)."""
 
 import csv
 import json
 import os
 
 from rnn_behaviour import modes
+from tests import conftest
 
 
-def test_analyse_mode_writes_numbers_and_figures(tiny_config, tmp_path):
+def test_analyse_mode_writes_numbers_and_figures(tiny_config, trained_run, tmp_path):
   tiny_config.analysis.protocol = 'design_grid'
-  tiny_config.analysis.num_bins = 4
-  tiny_config.analysis.samples_per_display = 4
-  tiny_config.analysis.num_bootstrap = 4
-  tiny_config.analysis.num_shuffles = 2
-  tiny_config.analysis.num_fixed_point_starts = 4
-  workdir = str(tmp_path / 'run')
-  modes.run(tiny_config, workdir, 'train')
+  assert (tiny_config.analysis.num_bins, tiny_config.analysis.samples_per_display) == (4, 4)
+  workdir = conftest.copy_run(trained_run, tmp_path / 'run')
   modes.run(tiny_config, workdir, 'analyse')
   folder = os.path.join(workdir, 'analysis')
   with open(os.path.join(folder, 'analysis.json')) as f:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -16,20 +17,22 @@ def _leaves(tree):
   return [np.asarray(p) for p in jax.tree_util.tree_leaves(tree)]
 
 
-def test_ensemble_members_equal_standalone_runs(tiny_config, tmp_path):
-  tiny_config.train.num_steps = 3
+def test_ensemble_members_equal_standalone_runs(tiny_config, trained_ensemble, trained_run,
+                                                tmp_path):
   tiny_config.train.ensemble_size = 2
-  ensemble_dir = str(tmp_path / 'ensemble')
-  train.train(tiny_config, ensemble_dir)
+  ensemble_dir = trained_ensemble          # 4 steps, seeds 0 and 1 (conftest).
   for member in range(2):
     single = tiny_config.copy_and_resolve_references()
     single.train.ensemble_size = 1
     single.seed = tiny_config.seed + member
-    single_dir = str(tmp_path / f'seed_{member}')
-    train.train(single, single_dir)
+    if member == 0:
+      single_dir = trained_run             # The tiny config, seed 0, 4 steps.
+    else:
+      single_dir = str(tmp_path / f'seed_{member}')
+      train.train(single, single_dir)
     expected = train.read_metrics(single_dir)
     got = train.read_metrics(ensemble_dir, member=member)
-    assert [r['step'] for r in got] == [r['step'] for r in expected] == [1, 2, 3]
+    assert [r['step'] for r in got] == [r['step'] for r in expected] == [1, 2, 3, 4]
     for a, b in zip(got, expected):
       for name in ('loss', 'denoise', 'grad_norm'):
         np.testing.assert_allclose(a[name], b[name], rtol=2e-4, err_msg=name)
@@ -62,10 +65,8 @@ def test_a_diverging_member_stops_alone(tiny_config):
   assert np.asarray(alive).tolist() == [True, False]
 
 
-def test_init_from_copies_the_source_and_records_it(tiny_config, tmp_path):
-  source_dir = str(tmp_path / 'source')
-  tiny_config.train.num_steps = 2
-  train.train(tiny_config, source_dir)
+def test_init_from_copies_the_source_and_records_it(tiny_config, trained_run, tmp_path):
+  source_dir = trained_run                 # Read only: the stage trains in its own workdir.
   _, source = train.load_trained(tiny_config, source_dir)
 
   stage = tiny_config.copy_and_resolve_references()
@@ -80,7 +81,7 @@ def test_init_from_copies_the_source_and_records_it(tiny_config, tmp_path):
   np.testing.assert_array_equal(started.constants['readout'], source.constants['readout'])
   assert int(started.step) == 0
   assert int(started.opt_state[-1][0].count) == 0          # Adam starts fresh.
-  assert record['workdir'] == os.path.abspath(source_dir) and record['step'] == 2
+  assert record['workdir'] == os.path.abspath(source_dir) and record['step'] == 4
 
   stage_dir = str(tmp_path / 'stage')
   train.train(stage, stage_dir)
@@ -91,10 +92,8 @@ def test_init_from_copies_the_source_and_records_it(tiny_config, tmp_path):
   assert saved['initialised_from']['objective'] == 'diffusion'
 
 
-def test_init_from_a_different_network_names_the_fields(tiny_config, tmp_path):
-  source_dir = str(tmp_path / 'source')
-  tiny_config.train.num_steps = 1
-  train.train(tiny_config, source_dir)
+def test_init_from_a_different_network_names_the_fields(tiny_config, trained_run, tmp_path):
+  source_dir = trained_run
   stage = tiny_config.copy_and_resolve_references()
   stage.model.num_units = tiny_config.model.num_units + 2
   stage.train.init_from = source_dir
@@ -110,19 +109,17 @@ def test_init_from_must_exist(tiny_config, tmp_path):
     config_validation.validate(tiny_config)
 
 
-def test_an_ensemble_is_evaluated_member_by_member(tiny_config, tmp_path):
+def test_an_ensemble_is_evaluated_member_by_member(tiny_config, trained_ensemble, tmp_path):
   tiny_config.train.ensemble_size = 2
-  tiny_config.train.num_steps = 2
   tiny_config.eval.bns_svi_steps = 0
-  workdir = str(tmp_path / 'ensemble')
-  train.train(tiny_config, workdir)
+  workdir = shutil.copytree(trained_ensemble, str(tmp_path / 'ensemble'))
   summaries = evaluate.evaluate(tiny_config, workdir)
   assert [s['member'] for s in summaries] == [{'index': 0, 'seed': 0}, {'index': 1, 'seed': 1}]
   for i, summary in enumerate(summaries):
     out = tmp_path / 'ensemble' / 'eval' / f'member_{i}'
     assert json.loads((out / 'summary.json').read_text())['member']['index'] == i
     assert (out / 'summary.csv').exists() and (out / 'response_histograms.png').exists()
-    assert summary['trained_steps'] == 2
+    assert summary['trained_steps'] == 4
   # Same held-out displays and generating model, different networks.
   assert summaries[0]['swap_rate']['truth'] == summaries[1]['swap_rate']['truth']
   assert summaries[0]['swap_rate']['network'] != summaries[1]['swap_rate']['network'] or (

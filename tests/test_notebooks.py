@@ -20,7 +20,7 @@ nbclient = pytest.importorskip('nbclient')
 
 COLAB = os.path.join(conftest.REPO_ROOT, 'colab')
 BAYS = os.path.join(conftest.SHARED_DATA, 'bays2009', 'bays_data.mat')
-TRAIN_TINY = {k: v for k, v in tiny.TINY_OVERRIDES.items() if not k.startswith('eval.')}
+TRAIN_TINY = {k: v for k, v in tiny.overrides().items() if not k.startswith('eval.')}
 EVAL_TINY = dict(EVAL_DISPLAYS=8, EVAL_SAMPLES=16, BNS_SVI_STEPS=0)
 
 
@@ -29,7 +29,7 @@ def tiny_parameters(name: str, workdir: str) -> dict:
   overrides = dict(TRAIN_TINY, **{'eval.num_plot_displays': 2})
   if name == 'quickstart':
     return dict(WORKDIR=workdir, NUM_STEPS=4, ANALYSIS_SAMPLES=4, **EVAL_TINY,
-                CONFIG_OVERRIDES=dict(overrides, **tiny.TINY_ANALYSIS))
+                CONFIG_OVERRIDES=overrides)
   if name == 'mechanisms':
     return dict(WORKDIR=workdir, NUM_STEPS=4, NUM_BINS=4, SAMPLES_PER_DISPLAY=4,
                 NUM_BOOTSTRAP=4, NUM_SHUFFLES=2, FIXED_POINT_STARTS=4, PAIR_ROTATIONS=1,
@@ -72,6 +72,9 @@ def test_every_notebook_has_tiny_parameters():
     assert set(tiny_parameters(name, '/tmp/x')) <= declared, name
 
 
+# Slow: a kernel per notebook, each paying JAX's start-up and compilation (1-3 min on 2 cores).
+# tests/test_end_to_end_fast.py calls the functions the cells call, on the session's fixtures.
+@pytest.mark.slow
 @pytest.mark.parametrize('name', _notebook_names())
 def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch, compilation_cache):
   if name == 'your_data' and not os.path.exists(BAYS):

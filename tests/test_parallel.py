@@ -57,6 +57,9 @@ def _assert_same(a: dict, b: dict, rtol=2e-4):
 BATCH = {'train.displays_per_batch': 8, 'train.num_steps': 4, 'train.decay_steps': 4}
 
 
+# The subprocess tests below are slow (a new process of 8 devices, two processes of 4, ~2 min
+# each on 2 cores); tests/test_end_to_end_fast.py runs the sharded step in this process on a
+# one-device mesh.
 @pytest.fixture(scope='module')
 def one_host(tmp_path_factory) -> dict:
   """Runs on one process of 8 CPU devices, by name."""
@@ -71,6 +74,7 @@ def one_host(tmp_path_factory) -> dict:
   return _run_worker(str(tmp_path_factory.mktemp('one_host')), runs, 8)
 
 
+@pytest.mark.slow
 def test_one_two_and_eight_devices_compute_the_same(one_host):
   assert [one_host[f'plain{d}']['mesh'] for d in (1, 2, 8)] == [
       None, {'members': 1, 'displays': 2}, {'members': 1, 'displays': 8}]
@@ -78,11 +82,13 @@ def test_one_two_and_eight_devices_compute_the_same(one_host):
     _assert_same(one_host['plain1'], one_host[f'plain{d}'])
 
 
+@pytest.mark.slow
 def test_gradient_chunks_stay_whole_and_compute_the_same(one_host):
   # 4 chunks of 2 displays: one device scans all four, two devices two each.
   _assert_same(one_host['chunked1'], one_host['chunked2'])
 
 
+@pytest.mark.slow
 def test_an_ensemble_split_by_member_matches_standalone_runs(one_host):
   """Member 0 (seed 0) on a (2 members x 2 displays) mesh equals the one-device run."""
   assert one_host['ensemble']['mesh'] == {'members': 2, 'displays': 2}
@@ -90,11 +96,13 @@ def test_an_ensemble_split_by_member_matches_standalone_runs(one_host):
   _assert_same(dict(one_host['plain1'], param_norm=0.0), dict(metrics=member0, param_norm=0.0))
 
 
+@pytest.mark.slow
 def test_a_run_resumes_on_another_device_count(one_host):
   assert one_host['moved']['resumed_from'] == 2
   _assert_same(one_host['plain1'], one_host['moved'])
 
 
+@pytest.mark.slow
 def test_two_processes_of_four_devices_equal_one_of_eight(one_host, tmp_path):
   runs = [['run', dict(BATCH, **{'parallel.num_devices': 0})]]
   multi = _run_worker(str(tmp_path), runs, 4, processes=2)['run']

@@ -22,6 +22,7 @@ sys.modules[_spec.name] = launch          # dataclasses look the module up while
 _spec.loader.exec_module(launch)
 
 CONFIG = 'rnn_behaviour/configs/default.py'
+TINY_CONFIG = 'rnn_behaviour/configs/tiny.py'
 WORKDIR = 'gs://my-bucket/runs/default'
 
 
@@ -229,14 +230,14 @@ def test_lock_file_name_matches_the_library():
   assert launch.LOCK_FILE == workdir_lib.LOCK_FILE
 
 
+@pytest.mark.slow   # Two new processes; fast: test_end_to_end_fast.py's worker-command test.
 def test_worker_command_runs_here_and_resumes(tmp_path, compilation_cache):
   """The command every TPU worker runs, run here on a tiny config: first as the bare worker
   command with this Python; then, as after a preemption, through the very script ssh gives
   each worker (bash, in a home directory laid out as the install leaves it), which resumes."""
   workdir = tmp_path / 'run'
-  overrides = tuple(f'{k}={v}' for k, v in tiny.TINY_OVERRIDES.items())
-  opts = _opts(workdir=str(workdir), allow_local_workdir=True, mode='train',
-               config_overrides=overrides)
+  opts = _opts(config=TINY_CONFIG, workdir=str(workdir), allow_local_workdir=True, mode='train',
+               config_overrides=())
   launch.validate(opts)
   env = dict(os.environ, JAX_PLATFORMS='cpu', **tiny.compilation_cache_env(compilation_cache))
 

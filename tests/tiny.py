@@ -1,25 +1,35 @@
-"""The sizes of conftest.make_tiny_config as flat config overrides, for runs in other processes
-(the command line, notebooks), and a compilation cache those processes share."""
+"""Helpers for runs of the tiny config (rnn_behaviour/configs/tiny.py) in other processes: its
+path for `--config=`, its sizes as flat overrides (for notebooks' CONFIG_OVERRIDES), and the
+session's compilation cache."""
+
+import os
 
 import pytest
 
-TINY_OVERRIDES = {
-    'task.epochs.stimulus': 2, 'task.epochs.delay': 3, 'task.epochs.cue': 2,
-    'task.epochs.post_cue': 1, 'task.num_tuning': 8,
-    'model.num_units': 8, 'model.trial_noise': -1.0, 'model.num_branches': 2,
-    'model.num_subbranches': 3,
-    'diffusion.num_steps': 6,
-    'train.num_steps': 4, 'train.displays_per_batch': 4, 'train.samples_per_display': 4,
-    'train.warmup_steps': 1, 'train.log_every': 1, 'train.checkpoint_every': 2,
-    'eval.num_displays': 8, 'eval.samples_per_display': 16, 'eval.num_plot_displays': 2,
-    'eval.bns_svi_steps': 100,
-}
+from rnn_behaviour.configs import default
+from rnn_behaviour.configs import tiny
 
-# As tests/test_analyse_mode.py sizes --mode=analyse.
-TINY_ANALYSIS = {
-    'analysis.num_bins': 4, 'analysis.samples_per_display': 4, 'analysis.num_bootstrap': 4,
-    'analysis.num_shuffles': 2, 'analysis.num_fixed_point_starts': 4,
-}
+CONFIG_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'rnn_behaviour', 'configs', 'tiny.py')
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def overrides(sections=None) -> dict:
+  """The tiny config's fields that differ from the default config, as {'dotted.name': value};
+  only those under `sections` (e.g. ('task', 'model')) when given."""
+  small = _flatten(tiny.get_config().to_dict())
+  base = _flatten(default.get_config().to_dict())
+  return {k: v for k, v in small.items()
+          if base.get(k) != v and (sections is None or k.split('.')[0] in sections)}
 
 
 def compilation_cache_env(directory: str) -> dict:
@@ -31,6 +41,6 @@ def compilation_cache_env(directory: str) -> dict:
 
 
 @pytest.fixture(scope='session')
-def compilation_cache(tmp_path_factory) -> str:
-  """A compilation-cache directory shared by the test session's subprocesses."""
-  return str(tmp_path_factory.mktemp('jax_compilation_cache'))
+def compilation_cache() -> str:
+  """The test session's compilation-cache folder (tests/conftest.py), which subprocesses share."""
+  return os.environ['JAX_COMPILATION_CACHE_DIR']
