@@ -6,12 +6,17 @@ import os
 
 import ml_collections
 import numpy as np
+import pytest
 
 from rnn_behaviour import comparison
 from rnn_behaviour.analysis import run_analysis
 from tests import conftest
 
 
+# Both tests below train and evaluate several tiny runs end to end (1.5-2 min each on 2 cores):
+# slow. Fast tests of their parts: test_cloud_paths' comparison tables, member export, finished
+# and layout detection; test_ensemble's members equal standalone runs; test_train's evaluation.
+@pytest.mark.slow
 def test_compare_objectives_then_mechanisms(tmp_path):
   tiny = conftest.make_tiny_config()
   overrides = {section: tiny[section].to_dict()
@@ -72,6 +77,7 @@ def _lines(path) -> int:
     return len(f.readlines())
 
 
+@pytest.mark.slow
 def test_one_ensemble_per_objective_gives_the_per_seed_numbers(tmp_path):
   """Seeds 3 and 4 trained as one ensemble give the rows of two standalone runs.
 
