@@ -28,7 +28,12 @@ flags.mark_flags_as_required(['workdir', 'config'])
 def main(argv):
   del argv
   logs.quiet_libraries()
-  curriculum.run(FLAGS.config, FLAGS.workdir)
+  try:
+    curriculum.run(FLAGS.config, FLAGS.workdir)
+  except curriculum.StageNotLearned as stop:
+    # Not a bug: the chain stopped where a stage did not learn; say so in one line.
+    print(f'curriculum stopped: {stop}', file=sys.stderr)
+    sys.exit(3)
 
 
 if __name__ == '__main__':

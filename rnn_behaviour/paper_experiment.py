@@ -270,6 +270,11 @@ def _analyse_targets(experiment, workdir: str, chains: dict, noise=None) -> tupl
     if cueing not in chains:
       continue
     cur, chain_dir = chains[cueing]
+    if not curriculum.is_finished(curriculum.stage_config(cur, stage, chain_dir),
+                                  curriculum.stage_workdir(chain_dir, stage)):
+      logging.warning('%s-cued %s (stage %s): not trained (its chain stopped before it); not '
+                      'analysed.', cueing, target, stage)
+      continue
     results = analyse_stage(cur, stage, chain_dir)
     config = curriculum.stage_config(cur, stage, chain_dir)
     stage_dir = curriculum.stage_workdir(chain_dir, stage)
@@ -322,14 +327,21 @@ def run(experiment, workdir: str, chains=None, noise_sweep: bool = False,
   for chain in names:
     cur = chain_curriculum(experiment, chain)
     chain_dir = os.fspath(root / chain)
-    curriculum.run(cur, chain_dir)
+    try:
+      curriculum.run(cur, chain_dir)
+    except curriculum.StageNotLearned as stop:
+      # The stages before it stand; those after it are not trained and not analysed.
+      logging.warning('Chain %s: %s', chain, stop)
     trained[chain] = (cur, chain_dir)
   sweep = {}
   if noise_sweep:
     for noise in experiment.noise_sweep:
       cur = chain_curriculum(experiment, 'probe', noise)
       chain_dir = os.fspath(root / f'noise_{noise:g}')
-      curriculum.run(cur, chain_dir, stages=list(_sweep_stages(experiment)))
+      try:
+        curriculum.run(cur, chain_dir, stages=list(_sweep_stages(experiment)))
+      except curriculum.StageNotLearned as stop:
+        logging.warning('Noise %g: %s', noise, stop)
       sweep[noise] = (cur, chain_dir)
   if train_only:
     return {}

@@ -55,7 +55,10 @@ def test_paper_mechanisms_experiment(tmp_path):
       ('probe', 'smooth'), ('probe', 'task_optimal'), ('index', 'no_swaps')}
   assert sorted(int(r['seed']) for r in rows if r['target'] == 'smooth') == [0, 1]
   assert all(0.0 <= float(r['swap_rate']) <= 1.0 for r in rows)
-  assert '| probe | smooth | 2 |' in tables['main']
+  # Two-step networks did not learn: counted, not interpreted.
+  assert all(r['learned'] == 'False' and float(r['trial_noise']) > 0 for r in rows)
+  assert '| probe | smooth |' in tables['main'] and '| 0 of 2 |' in tables['main']
+  assert 'not interpreted (no network learned)' in tables['main']
   assert 'noise 0' in tables['noise']
   for name in ('paper_alignment.png', 'paper_precue_vs_distance.png', 'noise_sweep.png',
                'paper_mechanisms.md', 'noise_sweep.csv'):

@@ -34,6 +34,7 @@ import numpy as np
 
 from rnn_behaviour import criteria
 from rnn_behaviour import task as task_lib
+from rnn_behaviour import workdir as workdir_lib
 from rnn_behaviour.analysis import decoding
 from rnn_behaviour.analysis import paper_protocol as pp
 from rnn_behaviour.analysis import planes
@@ -275,7 +276,8 @@ def member_folder(workdir: str, member: int | None) -> str:
 
 def analyse(config, workdir: str) -> list[dict]:
   """The paper's analyses of the network in `workdir` (of every member of an ensemble); returns
-  one numbers dict per network. A member already analysed (summary.json present) is read back."""
+  one numbers dict per network. A member already analysed (its folder complete) is read back;
+  each member's folder appears whole or not at all (workdir.whole_folder)."""
   from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
 
   if config.task.num_items != 2:
@@ -287,7 +289,7 @@ def analyse(config, workdir: str) -> list[dict]:
   for member in members:
     folder = member_folder(workdir, member)
     summary = epath.Path(folder) / 'summary.json'
-    if summary.exists():
+    if workdir_lib.is_complete(folder) and summary.exists():
       results.append(json.loads(summary.read_text()))
       continue
     if status is None:
@@ -305,7 +307,9 @@ def analyse(config, workdir: str) -> list[dict]:
     numbers['seed'] = int(seed)
     numbers.update(mine)
     title = f'seed {seed}' + ('' if mine['learned'] else '; DID NOT LEARN cue selection')
-    write_outputs(folder, numbers, arrays, title)
+    # Whole or not at all: an interrupted analysis leaves the previous folder (or none).
+    with workdir_lib.whole_folder(folder) as scratch:
+      write_outputs(os.fspath(scratch), numbers, arrays, title)
     logging.info('Paper analysis written to %s: %s', folder,
                  {k: numbers[k] for k in SUMMARY_KEYS})
     results.append(_json_safe(numbers))
