@@ -206,7 +206,7 @@ def read_curve(workdir: str) -> list[dict]:
   return rows
 
 
-def write_curve(workdir: str, rows: list[dict]) -> None:
+def write_curve(workdir: str, rows: list[dict], tolerance: float | None = None) -> None:
   """The learning curve as CSV (rows sorted by step and member) and a figure."""
   rows = sorted(rows, key=lambda r: (r['step'], r['member']))
   text = ','.join(CURVE_COLUMNS) + '\n' + ''.join(
@@ -214,7 +214,7 @@ def write_curve(workdir: str, rows: list[dict]) -> None:
       f"{r['max_bin_error']:.6g},{bool(r['met'])}\n" for r in rows)
   (epath.Path(workdir) / CURVE_CSV).write_text(text)
   try:
-    plot_curve(rows, epath.Path(workdir) / CURVE_PNG)
+    plot_curve(rows, epath.Path(workdir) / CURVE_PNG, tolerance)
   except Exception as error:  # pylint: disable=broad-except
     logging.warning('criterion figure not written: %s', error)
 
@@ -236,9 +236,10 @@ def plot_curve(rows: list[dict], path, tolerance: float | None = None) -> None:
                facecolors='none', edgecolors='k')
   if rows:
     truth = rows[0]['target_swap_rate']
-    ax.axhline(truth, color='k', ls='--', lw=1, label='target')
+    ax.axhline(truth, color='k', ls='--', lw=1, label="target's swap rate")
     if tolerance:
-      ax.axhspan(truth - tolerance, truth + tolerance, color='k', alpha=0.08)
+      ax.axhspan(max(truth - tolerance, 0), truth + tolerance, color='k', alpha=0.08,
+                 label='criterion band')
   ax.set_xlabel('training step')
   ax.set_ylabel('held-out swap rate')
   ax.set_title('Cue selection during training (circled: criterion met)', fontsize=9)
@@ -266,7 +267,7 @@ class Monitor:
     records = self.check(variables, step)
     self.rows = [r for r in self.rows if r['step'] < step] + records
     if self.chief:
-      write_curve(self.workdir, self.rows)
+      write_curve(self.workdir, self.rows, float(self.settings.tolerance))
     met = stage_met(records, self.settings, self.num_members)
     logging.info('criterion at step %d: swap rate %s (target %.3f)%s', step,
                  ' / '.join(f"{r['swap_rate']:.3f}" for r in records),
