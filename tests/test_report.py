@@ -143,6 +143,13 @@ def test_run_configs_read_the_fit_and_judge_on_the_heldout_trials(tmp_path):
   assert b.objective.name == 'moment_matching' and b.train.ensemble_size == 1
   assert b.train.num_steps == 7
   assert stages.fit_config(config, str(tmp_path)).data.path.endswith('fit_trials.csv')
+  assert not c.train.init_from                       # No first stage by default.
+  config.report.pretrain_steps = 5
+  pre = stages.run_config(config, str(tmp_path), 2, stages.PRETRAIN)
+  assert pre.objective.name == 'task_optimal' and pre.train.num_steps == 5
+  assert pre.train.ensemble_size == 3
+  after = stages.run_config(config, str(tmp_path), 2)
+  assert after.train.init_from == str(tmp_path / 'set_size_2' / stages.PRETRAIN)
 
 
 def test_report_config_runs_the_report_under_the_default_mode(monkeypatch, tmp_path):
