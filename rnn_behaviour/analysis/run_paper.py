@@ -246,8 +246,10 @@ def selection_status(config, workdir: str, state, members: list) -> list[dict]:
   record = criteria.read_record(workdir)
   steps = np.asarray(state.step).reshape(-1)
   if record is not None and len(record['members']) == len(members):
+    binned = bool(record['settings'].get('bin_tolerance'))
     found = [dict(learned=bool(m['learned']), selection_swap_rate=m['swap_rate'],
-                  selection_target=m['target_swap_rate'], criterion='training record')
+                  selection_target=m['target_swap_rate'], criterion='training record',
+                  **({'selection_max_bin_error': m['max_bin_error']} if binned else {}))
              for m in record['members']]
   else:
     from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
@@ -261,11 +263,14 @@ def selection_status(config, workdir: str, state, members: list) -> list[dict]:
     if step < MIN_TRAINED_STEPS:
       status['learned'] = False
     if not status['learned']:
+      bins = status.get('selection_max_bin_error')
       status['warning'] = (
           f"this network did not learn cue selection (swap rate "
           f"{status['selection_swap_rate']:.3f} against its target's "
-          f"{status['selection_target']:.3f}; {int(step)} steps trained): its planes and "
-          'decoders do not describe a network that does the task')
+          f"{status['selection_target']:.3f}"
+          + (f', largest error in a cue-distance bin {bins:.3f}' if bins is not None else '')
+          + f'; {int(step)} steps trained): its planes and decoders do not describe a network '
+          'that does the task')
   return found
 
 
