@@ -191,15 +191,19 @@ class Plan:
   """Runs stages in order, skipping finished ones, with elapsed time and an ETA throughout.
 
   The ETA is the a-priori estimate of the stages left, scaled by the ratio of the measured to
-  the estimated time of the stages run so far (so a loaded machine's slowness carries over).
+  the estimated time of the stages run so far, both plus PRIOR_SECONDS (so a loaded machine's
+  slowness carries over, and a few quick stages do not).
   """
 
   def __init__(self, workdir: str, stages: list[Stage], clock=time.monotonic):
     self.workdir, self.stages, self._clock = workdir, stages, clock
     self.timings: dict[str, dict] = {}
 
+  PRIOR_SECONDS = 60.0   # How much of the a-priori estimates' word the first stages outweigh.
+
   def _eta(self, index: int, measured: float, estimated: float) -> float:
-    scale = measured / estimated if estimated > 0 and measured > 0 else 1.0
+    # A short first stage alone would set the scale: the prior damps it.
+    scale = (measured + self.PRIOR_SECONDS) / (estimated + self.PRIOR_SECONDS)
     return scale * sum(s.estimate for s in self.stages[index:])
 
   def run(self) -> dict:
