@@ -200,6 +200,11 @@ def plot_experiment(groups: dict, folders: dict, path_alignment: str, path_predi
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  # Only the networks that learned cue selection enter the figures, as they do the tables.
+  groups = {key: ([r for r in rows if r.get('learned')],
+                  [d for r, d in zip(rows, details) if r.get('learned')])
+            for key, (rows, details) in groups.items()}
+  groups = {key: value for key, value in groups.items() if value[0]}
   cueings = sorted({c for c, _ in groups}, key=lambda c: c != 'probe')
   fig, axes = plt.subplots(1, len(cueings), figsize=(6.5 * len(cueings), 4), squeeze=False)
   for ax, cueing in zip(axes[0], cueings):
@@ -214,12 +219,16 @@ def plot_experiment(groups: dict, folders: dict, path_alignment: str, path_predi
         sem = np.nanstd(curves, 0) / np.sqrt(max(curves.shape[0], 1))
       steps = np.arange(mean.size)
       ax.fill_between(steps, mean - sem, mean + sem, color=f'C{i}', alpha=0.2, lw=0)
-      ax.plot(steps, mean, color=f'C{i}', label=f'{target} ({curves.shape[0]} seeds)')
-      spans = details[0]['spans']
+      ax.plot(steps, mean, color=f'C{i}',
+              label=f'{target} ({curves.shape[0]} that learned)')
+      # Epochs shaded for the longest trial in the panel (a short-shape stage ends early).
+      if spans is None or sum(b - a for a, b in details[0]['spans'].values()) > sum(
+          b - a for a, b in spans.values()):
+        spans = details[0]['spans']
     analysis_plots.shade_epochs(ax, spans or {})
     ax.set(xlabel='time step from the start of the delay',
            ylabel='|cos| between the cued-item planes', ylim=(0, 1.02))
-    ax.set_title(f'{cueing}-cued networks: plane alignment (mean ± s.e.m. over seeds)',
+    ax.set_title(f'{cueing}-cued networks that learned: plane alignment (mean ± s.e.m.)',
                  fontsize=9, pad=14)
     ax.legend(fontsize=7)
   fig.tight_layout()
@@ -234,7 +243,7 @@ def plot_experiment(groups: dict, folders: dict, path_alignment: str, path_predi
     means = np.array([d['prediction']['means'] for d in details], float)
     sem = means.std(0) / np.sqrt(means.shape[0])
     ax.errorbar(distances, means.mean(0), yerr=sem, color=f'C{i}', marker='o', capsize=2,
-                label=target)
+                label=f'{target} ({len(details)} that learned)')
   ax.set(xlabel='cue distance between the items (degrees)',
          ylabel='|cos| at the last pre-cue step', ylim=(0, 1.02))
   ax.set_title('The prediction: nearer cues, more aligned before the cue?', fontsize=9)
