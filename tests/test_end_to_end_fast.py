@@ -14,6 +14,7 @@ import sys
 from absl import flags
 import jax
 from jax.sharding import NamedSharding
+import ml_collections
 from ml_collections import config_flags
 import numpy as np
 import pytest
@@ -149,3 +150,28 @@ def test_the_your_data_notebook_on_a_fit_of_bays2009(bays_fit, tmp_path):
   assert os.path.getsize(os.path.join(workdir, 'eval', 'network_vs_trials.png')) > 1000
   for name in ('swap_rate_by_cue_distance', 'response_histograms'):
     assert os.path.getsize(os.path.join(workdir, 'eval', f'{name}.png')) > 1000
+
+
+# --- The objectives comparison (tests/test_compare_objectives.py runs two of them) ------------
+
+def test_a_one_run_comparison_writes_its_tables_and_is_not_repeated(tmp_path):
+  """comparison.compare's whole path (train, evaluate, tables, figures, skip when finished) on
+  one objective and one seed of the tiny config, 2 steps, no BNS judgement."""
+  from rnn_behaviour import comparison  # pylint: disable=g-import-not-at-top
+  overrides = {section: conftest.make_tiny_config()[section].to_dict()
+               for section in ('task', 'model', 'diffusion', 'train', 'eval')}
+  overrides['train']['num_steps'] = 2
+  overrides['eval']['bns_svi_steps'] = 0
+  spec = ml_collections.ConfigDict(dict(
+      base='default', seeds=[0], objectives={'diffusion': ('diffusion', 'full')},
+      overrides=overrides))
+  rows = comparison.compare(spec, str(tmp_path))
+  assert [(r['objective'], r['seed']) for r in rows] == [('diffusion', 0)]
+  with open(tmp_path / 'comparison.csv') as f:
+    table = f.read().splitlines()
+  assert table[0] == ','.join(comparison.COLUMNS) and len(table) == 2
+  assert '| diffusion | 1 |' in (tmp_path / 'comparison.md').read_text()
+  assert os.path.getsize(tmp_path / 'comparison.png') > 1000
+  timings = (tmp_path / comparison.TIMINGS_FILE).read_text().splitlines()
+  assert comparison.compare(spec, str(tmp_path)) == rows
+  assert (tmp_path / comparison.TIMINGS_FILE).read_text().splitlines() == timings
