@@ -49,6 +49,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from rnn_behaviour import config_validation
+from rnn_behaviour import errors
 from rnn_behaviour import metric_writers
 from rnn_behaviour import objectives
 from rnn_behaviour import parallel
@@ -435,18 +436,94 @@ def _write_replicated_arrays_whole() -> None:
       jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
 
 
-def restore_latest(manager: ocp.CheckpointManager, template: TrainState) -> TrainState | None:
-  step = manager.latest_step()
-  if step is None:
+class CheckpointMismatch(errors.UserError, ValueError):
+  """A workdir's checkpoints hold another network than the config builds."""
+
+
+class CheckpointsUnreadable(errors.UserError, ValueError):
+  """No checkpoint of a workdir can be read (each is damaged)."""
+
+
+BROKEN_CHECKPOINTS_DIR = 'broken_checkpoints'
+# What Orbax says when a checkpoint is whole but holds other shapes or another tree.
+_MISMATCH = ('not compatible with the stored shape', 'tree structure', 'do not match',
+             'missing key', 'unexpected key')
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  return (text.splitlines()[0] if text else type(error).__name__)[:240]
+
+
+def _is_mismatch(error: BaseException) -> bool:
+  return (isinstance(error, (KeyError, TypeError))
+          or any(m in str(error).lower() for m in _MISMATCH))
+
+
+def restore_latest(manager: ocp.CheckpointManager, template: TrainState,
+                   broken_to: epath.Path | None = None) -> TrainState | None:
+  """The newest checkpoint that can be read into `template`'s shapes, or None (no checkpoint).
+
+  A checkpoint that cannot be read (damaged, half deleted) is never skipped silently: each is
+  named in a warning, and the newest intact one before it is used, with a warning that says
+  which and how to remove the broken ones. With `broken_to` (training: the broken steps would
+  otherwise block the saves of those steps) they are moved there, by process 0.
+
+  Raises:
+    CheckpointMismatch: none fits and the newest is whole but holds another network (the
+      workdir was trained with another model or task config).
+    CheckpointsUnreadable: no checkpoint can be read.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  if not steps:
     return None
   abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-  try:
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
-  except (ValueError, KeyError, TypeError) as error:
-    raise ValueError(
-        f'the checkpoint at step {step} in {manager.directory} does not fit this config\'s '
-        'network (was the workdir trained with another model or task config? see its '
-        f'config.json); use a new --workdir. Orbax said: {error}') from error
+  directory = epath.Path(manager.directory)
+  broken = []
+  for step in steps:
+    try:
+      state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as error:  # pylint: disable=broad-except
+      # Orbax and TensorStore raise many kinds of error for a damaged checkpoint.
+      if not broken and _is_mismatch(error):
+        raise CheckpointMismatch(
+            f"the checkpoint at step {step} in {directory} does not fit this config's network "
+            '(was the workdir trained with another model or task config? see its '
+            f'config.json); use a new --workdir. Orbax said: {_first_line(error)}') from error
+      logging.warning('The checkpoint at step %d (%s) cannot be read, so it is not used: %s',
+                      step, directory / str(step), _first_line(error))
+      broken.append(step)
+      continue
+    if broken:
+      _report_broken(manager, directory, broken, step, broken_to)
+    return state
+  remove = ' '.join(os.fspath(directory / str(s)) for s in broken)
+  raise CheckpointsUnreadable(
+      f'no checkpoint in {directory} can be read (steps {", ".join(map(str, broken))}; see '
+      f'the warnings above for why). Remove them (rm -r {remove}) to train afresh, or start '
+      'the workdir over with --restart.')
+
+
+def _report_broken(manager: ocp.CheckpointManager, directory: epath.Path, broken: list[int],
+                   used: int, broken_to: epath.Path | None) -> None:
+  """Warns that `used` replaces the unreadable `broken` steps; moves them to `broken_to`."""
+  names = ', '.join(map(str, broken))
+  if broken_to is None:
+    remove = ' '.join(os.fspath(directory / str(s)) for s in broken)
+    logging.warning('Using the checkpoint at step %d, the newest that can be read, instead of '
+                    'the broken one(s) at step %s. Remove them with: rm -r %s', used, names,
+                    remove)
+    return
+  if parallel.is_chief():
+    for step in broken:
+      aside = epath.Path(broken_to) / f'{step}.{int(time.time())}'
+      aside.parent.mkdir(parents=True, exist_ok=True)
+      (directory / str(step)).rename(aside)
+  parallel.barrier('broken checkpoints moved')
+  manager.reload()
+  logging.warning('Resuming from the checkpoint at step %d, the newest that can be read; the '
+                  'broken one(s) at step %s were moved to %s (kept for inspection; remove them '
+                  'with: rm -r %s).', used, names, broken_to, broken_to)
 
 
 def _metric_files(workdir: str) -> list[str]:
@@ -882,7 +959,8 @@ def _train_locked(config, workdir: str, event: str | None, monitor=None) -> Trai
 
   manager = checkpoint_manager(workdir, config.train)
   try:
-    restored = restore_latest(manager, state)
+    restored = restore_latest(manager, state,
+                              broken_to=epath.Path(workdir) / BROKEN_CHECKPOINTS_DIR)
   except ValueError:
     manager.close()
     raise
@@ -919,6 +997,12 @@ def _train_locked(config, workdir: str, event: str | None, monitor=None) -> Trai
     logging.info('Devices: %d (%s) in a mesh of %s over %d process(es).', built.mesh.size,
                  built.mesh.devices.flat[0].platform, dict(built.mesh.shape),
                  jax.process_count())
+  if start > c.num_steps:     # Not "training: 20/10 steps": say that there is nothing to do.
+    progress.say(f'training: nothing to do: the run in {workdir} is already at step {start}, '
+                 f'past config.train.num_steps={c.num_steps}; to train on, pass '
+                 f'--config.train.num_steps above {start}.')
+    manager.close()
+    return state
   checkpoints = os.fspath(epath.Path(workdir) / CHECKPOINT_DIR)
   writers = _writers(workdir, num_members, start) if chief else []
   reporter = progress.ProgressReporter(c.num_steps, 'training', start=start)

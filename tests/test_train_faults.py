@@ -293,3 +293,103 @@ def test_an_unwritable_workdir_fails_first(tiny_config):
     modes.run(tiny_config, '/proc/self', 'evaluate')
   with pytest.raises(workdir_lib.WorkdirError, match='cannot be created: /proc is not writable'):
     modes.run(tiny_config, '/proc/no_such_run', 'train')
+
+
+# 7. Corrupt checkpoints (issue 18, item 4): named, never used silently, the intact one used.
+
+def _saved_checkpoints(config, workdir, steps):
+  """Checkpoints at `steps` of an untrained state (no training step is compiled); each state's
+  step counter is its step, so that the one restored can be told."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  built = train.build(config, behaviour_model=False)
+  state = train.init_states(built, train.member_seeds(config))
+  manager = train.checkpoint_manager(workdir, config.train)
+  for step in steps:
+    manager.save(step, args=ocp.args.StandardSave(
+        dataclasses.replace(state, step=np.asarray(step, np.int32))))
+  manager.wait_until_finished()
+  manager.close()
+  train.save_config(config, workdir)
+
+
+def _damage(workdir, step):
+  """Overwrites the array data of one checkpoint (as a disk error or a torn copy would)."""
+  folder = os.path.join(workdir, train.CHECKPOINT_DIR, str(step))
+  damaged = 0
+  for root, _, files in os.walk(folder):
+    if os.path.basename(root) == 'd':
+      for name in files:
+        with open(os.path.join(root, name), 'wb') as f:
+          f.write(b'not a chunk')
+        damaged += 1
+  assert damaged
+
+
+def test_a_corrupt_checkpoint_is_named_and_the_intact_one_used(tiny_config, tmp_path, caplog):
+  workdir = str(tmp_path / 'run')
+  _saved_checkpoints(tiny_config, workdir, (2, 4))
+  _damage(workdir, 4)
+  with caplog.at_level('WARNING'):
+    _, state = train.load_trained(tiny_config, workdir)
+  assert int(state.step) == 2
+  broken = os.path.join(workdir, train.CHECKPOINT_DIR, '4')
+  assert f'The checkpoint at step 4 ({broken}) cannot be read' in caplog.text
+  assert (f'Using the checkpoint at step 2, the newest that can be read, instead of the broken '
+          f'one(s) at step 4. Remove them with: rm -r {broken}') in caplog.text
+  assert os.path.isdir(broken)                        # Evaluation reads; it removes nothing.
+
+
+def test_no_readable_checkpoint_is_one_clear_user_error(tiny_config, tmp_path):
+  from rnn_behaviour import errors  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  _saved_checkpoints(tiny_config, workdir, (2,))
+  _damage(workdir, 2)
+  with pytest.raises(errors.UserError, match=r'no checkpoint in .* can be read \(steps 2;.*'
+                     r'rm -r .*checkpoints/2\) to train afresh, or .* --restart'):
+    train.load_trained(tiny_config, workdir)
+
+
+def test_another_network_is_a_mismatch_not_a_corruption(tiny_config, tmp_path):
+  from rnn_behaviour import errors  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  _saved_checkpoints(tiny_config, workdir, (2,))
+  tiny_config.model.num_units = 16
+  with pytest.raises(train.CheckpointMismatch, match='does not fit this config.s network') as e:
+    modes.run(tiny_config, workdir, 'evaluate')
+  assert isinstance(e.value, errors.UserError) and isinstance(e.value, ValueError)
+  assert len(str(e.value).splitlines()) == 1
+
+
+def test_training_resumes_from_the_intact_checkpoint_and_sets_the_broken_one_aside(
+    tiny_config, tmp_path, caplog):
+  workdir = str(tmp_path / 'run')
+  train.train(tiny_config, workdir)                  # Checkpoints 2 and 4.
+  _damage(workdir, 4)
+  tiny_config.train.num_steps = 4
+  with caplog.at_level('WARNING'):
+    state = train.train(tiny_config, workdir)        # Resumes at 2, trains 3-4 again.
+  assert int(state.step) == 4
+  (aside,) = os.listdir(os.path.join(workdir, train.BROKEN_CHECKPOINTS_DIR))
+  assert aside.startswith('4.')
+  assert 'Resuming from the checkpoint at step 2, the newest that can be read' in caplog.text
+  assert 'rm -r' in caplog.text
+  _, restored = train.load_trained(tiny_config, workdir)   # Step 4 is whole again.
+  assert int(restored.step) == 4
+  assert [r['step'] for r in train.read_metrics(workdir)] == [1, 2, 3, 4]
+
+
+# 8. Resuming below the checkpoint's step (issue 18, item 8).
+
+def test_a_run_already_past_num_steps_says_so(tiny_config, tmp_path, capsys, caplog):
+  workdir = str(tmp_path / 'run')
+  tiny_config.train.decay_steps = 4                  # The schedule does not change below.
+  train.train(tiny_config, workdir)
+  tiny_config.train.num_steps = 2
+  with caplog.at_level('INFO'):
+    state = train.train(tiny_config, workdir)
+  assert int(state.step) == 4
+  shown = caplog.text + capsys.readouterr().err
+  assert 'is already at step 4, past config.train.num_steps=2' in shown
+  assert 'training: 4/2' not in shown
+  assert _steps(workdir) == [2, 4]
