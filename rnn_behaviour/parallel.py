@@ -25,16 +25,32 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 from absl import logging
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
+from rnn_behaviour import errors
+from rnn_behaviour import workdir as workdir_lib
+
 MEMBERS, DISPLAYS = 'members', 'displays'
+HEARTBEAT_TIMEOUT_S = 20      # A peer silent this long is dead (JAX's default is 100 s).
+SHUTDOWN_TIMEOUT_S = 30       # How long a finished process waits for the others at exit.
+PEER_LOST_EXIT_CODE = 3       # Exit code of a process whose job lost a peer process.
+
+# What the runtime says when another process of the job is gone: Gloo (CPU collectives) on a
+# closed or reset connection, the coordination service on a missed heartbeat or a barrier that
+# a dead task can no longer reach.
+_PEER_FAILURE = re.compile(
+    r'Gloo .*(connection (reset|closed|refused)|closed by peer|reset by peer)'
+    r'|heartbeat timeout|stopped sending heartbeats|tasks are unhealthy'
+    r'|task is set to ERROR|Barrier failed because.*(task|UNAVAILABLE)'
+    r'|Connection reset by peer|NCCL .*(remote|peer)', re.IGNORECASE | re.DOTALL)
 
 
-class ParallelConfigError(ValueError):
+class ParallelConfigError(errors.UserError, ValueError):
   """config.parallel does not fit the devices or the batch."""
 
 
@@ -166,9 +182,59 @@ def _cluster_environment() -> str | None:
   return None
 
 
+def _timeouts(heartbeat_timeout: int) -> dict:
+  if isinstance(heartbeat_timeout, bool) or int(heartbeat_timeout) < 1:
+    raise ValueError(f'the heartbeat timeout must be a positive number of seconds, got '
+                     f'{heartbeat_timeout!r}')
+  return {'heartbeat_timeout_seconds': int(heartbeat_timeout),
+          'shutdown_timeout_seconds': SHUTDOWN_TIMEOUT_S}
+
+
+def _enable_recoverability() -> None:
+  """A peer's death raises in the survivors' collectives instead of aborting them from C++
+  (jax_enable_recoverability), so that they can say what happened and exit cleanly."""
+  jax.config.update('jax_enable_recoverability', True)
+
+
+def peer_failure(error: BaseException | None) -> str | None:
+  """The runtime's words when `error` (or an exception it was raised from or during) says that
+  another process of the job died or cannot be reached; None for any other error. Of several
+  such errors in the chain, the earliest (the root cause) is the one returned.
+
+  Args:
+    error: an exception, e.g. the one a training step or a checkpoint barrier raised.
+
+  Returns:
+    the first line of the matching message, e.g. 'UNKNOWN: Gloo all-reduce failed: ...
+    Connection reset by peer', or None.
+  """
+  seen, found = set(), None
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    text = str(error)
+    if _PEER_FAILURE.search(text):   # The earliest cause wins: it says what happened first.
+      found = next((l.strip() for l in text.splitlines() if _PEER_FAILURE.search(l)),
+                   text.strip())
+    error = error.__cause__ or error.__context__
+  return found
+
+
+def peer_lost_message(error_line: str, workdir: str | None = None) -> str:
+  """The one line a surviving process prints when its job lost a peer (see `peer_failure`)."""
+  me = f'process {jax.process_index()} of {jax.process_count()}'
+  resume = 'rerun the same command on every process'
+  if workdir:
+    step = workdir_lib.latest_checkpoint_step(workdir)
+    resume += (f': it resumes from the last checkpoint (step {step}) in {workdir}'
+               if step is not None else f' (no checkpoint in {workdir} yet: it starts afresh)')
+  return (f'{me}: another process of the job died or became unreachable, so the job cannot '
+          f'go on ({error_line[:200]}); stopping now. To continue, {resume}.')
+
+
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None, process_id: int | None = None,
-                           mode: str = 'auto', cpu_devices: int = 0) -> Distributed:
+                           mode: str = 'auto', cpu_devices: int = 0,
+                           heartbeat_timeout: int = HEARTBEAT_TIMEOUT_S) -> Distributed:
   """Starts JAX's multi-process runtime when asked or when a cluster launched this process.
 
   Args:
@@ -181,6 +247,8 @@ def initialize_distributed(coordinator_address: str | None = None,
       is not given); 'off' never.
     cpu_devices: > 0 splits this host's CPU into that many JAX devices (jax_num_cpu_devices);
       only possible before JAX has started its backends.
+    heartbeat_timeout: seconds without a heartbeat after which a process counts as dead (and
+      the survivors' collectives fail, see `peer_failure`).
 
   Must run before any JAX computation.
   """
@@ -196,11 +264,14 @@ def initialize_distributed(coordinator_address: str | None = None,
     if any(v is None for v in explicit):
       raise ValueError('--coordinator_address, --num_processes and --process_id go together '
                        f'(got {coordinator_address!r}, {num_processes!r}, {process_id!r})')
+    _enable_recoverability()
     jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=int(num_processes), process_id=int(process_id))
+                               num_processes=int(num_processes), process_id=int(process_id),
+                               **_timeouts(heartbeat_timeout))
   elif mode == 'on' or (mode == 'auto' and _cluster_environment()):
     logging.info('Joining a multi-process job (%s).', _cluster_environment() or 'auto-detected')
-    jax.distributed.initialize()
+    _enable_recoverability()
+    jax.distributed.initialize(**_timeouts(heartbeat_timeout))
   info = Distributed(process_index=jax.process_index(), process_count=jax.process_count(),
                      local_devices=jax.local_device_count(), global_devices=jax.device_count())
   if info.process_count > 1:
