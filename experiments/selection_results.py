@@ -25,7 +25,8 @@ from rnn_behaviour import criteria  # pylint: disable=g-import-not-at-top,wrong-
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string('chain', [], 'NAME:DIR of a curriculum whose stages are tabulated.')
-flags.DEFINE_multi_string('ablation', [], 'DIR of an ablation curriculum (one row a stage).')
+flags.DEFINE_multi_string('ablation', [], 'DIR[=what it is] of an ablation curriculum (one row '
+                          'a stage).')
 flags.DEFINE_string('experiment', '', 'DIR of a paper_mechanisms experiment.')
 flags.DEFINE_string('out', 'docs/results_selection.md', 'Markdown file to write.')
 
@@ -106,7 +107,10 @@ def source_of(directory: str):
 
 def main(argv):
   del argv
-  lines = ['# Cue selection at the paper\'s preparatory noise', '', stamp(), '']
+  lines = ['# Cue selection at the paper\'s preparatory noise', '', stamp(), '',
+           'Wall: minutes from a stage\'s config.json to its criterion record on the shared '
+           '2-core machine; it includes time a stage waited (a restart, a paused process), so '
+           'compare steps, not minutes.', '']
   for spec in FLAGS.chain:
     name, directory = spec.split(':', 1)
     lines += [f'## The {name} chain ({directory})', '',
@@ -114,8 +118,10 @@ def main(argv):
               "target's in at least 2 of 3 members, checked every 250 steps); a stage's step "
               'count is its budget.', '', *HEADER, *stage_rows(directory, source_of(directory)),
               '']
-  for directory in FLAGS.ablation:
-    lines += [f'## Ablation: {os.path.basename(directory.rstrip("/"))}', '', *HEADER,
+  for spec in FLAGS.ablation:
+    directory, _, what = spec.partition('=')
+    lines += [f'## Ablation: {os.path.basename(directory.rstrip("/"))}', '',
+              *([what, ''] if what else []), *HEADER,
               *stage_rows(directory, source_of(directory)), '']
   if FLAGS.experiment:
     path = os.path.join(FLAGS.experiment, 'paper_mechanisms.md')

@@ -19,6 +19,8 @@ chain's stages to reuse them) and ends when learned: the full-shape diffusion st
 'paths': the short-to-full step taken gradually (delay 8, T = 20 in between), and the authors'
   path: free-running (their train_as_rnn, no onset reset) in the short shape from scratch, then
   free-running at full length, then diffusion at full length.
+'dendritic': the paper's 16-unit dendritic cell through the path's two short-shape stages, from
+  scratch, one seed.
 """
 
 import ml_collections
@@ -96,7 +98,25 @@ def get_config(part: str = 'variants'):
         stage('fr_full', 'free_running', NO_RESET, 'fr_short', member=-1),
         stage('diffusion_after_fr', 'diffusion', {}, 'fr_full', member=-1),
     ]
+  elif part == 'all_seeds':
+    # Every shape-keeping difference together, from members 1 and 2 of the same source (member
+    # 0 is in 'variants').
+    variants = [stage(f'full_all_member{m}', 'diffusion',
+                      merged(AUTHORS_LOSS, NOISE_ALL, HALF_NORMAL, CONSTANT_ADAM),
+                      'diffusion_short', member=m) for m in (1, 2)]
+  elif part == 'dendritic':
+    # The paper's cell (16 units, 10 x 10 softplus branches), one seed, the path's first two
+    # stages from scratch: does it learn selection in the short shape at CPU budgets?
+    base = []
+    cell = dict(model=dict(cell='dendritic', num_units=16, num_branches=10, num_subbranches=10))
+    variants = [
+        stage('dendritic_select_short', 'task_optimal', merged(SHORT, cell), 'scratch',
+              steps=1000, member=-1),
+        stage('dendritic_diffusion_short', 'diffusion', merged(SHORT, cell),
+              'dendritic_select_short', steps=1000, member=-1),
+    ]
   else:
-    raise ValueError(f"part must be 'variants' or 'paths', got {part!r}")
+    raise ValueError(f"part must be 'variants', 'paths', 'all_seeds' or 'dendritic', got "
+                     f'{part!r}')
   config.stages = tuple(base + variants)
   return config
