@@ -19,6 +19,18 @@ flags, or JAX's auto-detection on Cloud TPU pods, Slurm and Open MPI). Every pro
 same program on the global mesh; each computes (and so "feeds") only its devices' shards of the
 batch, which is drawn on device from the step's key. Only process 0 writes files other than
 checkpoints (`is_chief`); Orbax writes checkpoints collectively.
+
+A peer that dies: JAX's coordination service declares a process dead when it has sent no
+heartbeat for `heartbeat_timeout` seconds (jax.distributed.initialize's
+heartbeat_timeout_seconds; JAX's default of 100 s is lowered to HEARTBEAT_TIMEOUT_S, 60 s: 10 s
+was seen to time out a live process compiling on a loaded 2-core machine), and
+`jax_enable_recoverability` lets the survivors go on long enough to report it: their next
+collective raises (at once, from Gloo, when the dead peer's connection is reset; after the
+heartbeat timeout at a barrier) instead of the service aborting them from C++.
+`peer_failure(error)` recognises such an error; the training loop then skips its collective
+checkpoint close, and main.py prints one line and exits at once with PEER_LOST_EXIT_CODE. A
+rerun of the job resumes from its last checkpoint, which Orbax writes collectively (a step is
+listed only once every process has finished writing it).
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ from rnn_behaviour import errors
 from rnn_behaviour import workdir as workdir_lib
 
 MEMBERS, DISPLAYS = 'members', 'displays'
-HEARTBEAT_TIMEOUT_S = 20      # A peer silent this long is dead (JAX's default is 100 s).
+HEARTBEAT_TIMEOUT_S = 60      # A peer silent this long is dead (JAX's default is 100 s).
 SHUTDOWN_TIMEOUT_S = 30       # How long a finished process waits for the others at exit.
 PEER_LOST_EXIT_CODE = 3       # Exit code of a process whose job lost a peer process.
 

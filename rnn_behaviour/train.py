@@ -35,6 +35,7 @@ import functools
 import json
 import os
 import socket
+import sys
 import time
 from typing import Any, Callable
 
@@ -1087,7 +1088,9 @@ def _train_locked(config, workdir: str, event: str | None, monitor=None) -> Trai
         break
     manager.wait_until_finished()
   finally:
-    manager.close()
+    # Closing waits at a barrier for every process: not for a dead one (main.py exits at once).
+    if parallel.peer_failure(sys.exc_info()[1]) is None:
+      manager.close()
     reporter.close()
     for writer in writers:
       writer.close()

@@ -151,7 +151,7 @@ def _start_job(workdir, num_steps: int, log_prefix):
                '--mode=train', f'--config.train.num_steps={num_steps}',
                '--config.train.decay_steps=100000', '--config.train.checkpoint_every=1',
                '--config.eval.bns_svi_steps=0', '--config.parallel.num_devices=0',
-               '--cpu_devices=1', '--heartbeat_timeout=10',
+               '--cpu_devices=1',
                f'--coordinator_address=localhost:{port}', '--num_processes=2',
                f'--process_id={i}']
     processes.append(subprocess.Popen(command, cwd=conftest.REPO_ROOT, env=env, stdout=log,
@@ -186,7 +186,7 @@ def test_killing_process_1_stops_process_0_promptly_and_a_rerun_resumes(tmp_path
         p.kill()
   log = open(f'{logs}.0.txt').read()
   assert code == parallel.PEER_LOST_EXIT_CODE, log[-3000:]
-  assert waited < 60, f'process 0 took {waited:.0f} s to stop'
+  assert waited < 30, f'process 0 took {waited:.0f} s to stop'
   error_lines = [l for l in log.splitlines() if l.startswith('error: ')]
   assert len(error_lines) == 1 and 'another process of the job died' in error_lines[0]
   assert 'Fatal Python error' not in log and 'Traceback' not in log
@@ -200,3 +200,33 @@ def test_killing_process_1_stops_process_0_promptly_and_a_rerun_resumes(tmp_path
   assert codes == [0, 0], rerun[-3000:]
   assert re.search(rf'Resumed from checkpoint at step {last}\b', rerun), rerun[-3000:]
   assert max(_steps(workdir)) == last + 2
+
+
+@pytest.mark.parametrize('error,closes', [(JaxRuntimeError(GLOO_RESET), False),
+                                          (FloatingPointError('a bug'), True)])
+def test_the_training_loop_does_not_wait_for_a_dead_peer(tiny_config, tmp_path, monkeypatch,
+                                                         error, closes):
+  """Closing the checkpoint manager waits at a barrier for every process: skipped when the
+  step failed because a peer is gone, done for any other error."""
+  from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
+  managers, closed = [], []
+  real = train.checkpoint_manager
+
+  def manager(*args, **kwargs):
+    m = real(*args, **kwargs)
+    managers.append((m, m.close))
+    m.close = lambda: closed.append(True)
+    return m
+
+  def step_fn(built, seeds):
+    def step(state):
+      raise error
+    return step
+
+  monkeypatch.setattr(train, 'checkpoint_manager', manager)
+  monkeypatch.setattr(train, 'train_step_fn', step_fn)
+  with pytest.raises(type(error)):
+    train.train(tiny_config, str(tmp_path / 'run'))
+  assert closed == ([True] if closes else [])
+  for _, close in managers:
+    close()
