@@ -5,6 +5,7 @@ import csv
 import os
 
 import ml_collections
+import pytest
 
 from rnn_behaviour import paper_experiment
 from rnn_behaviour.configs import paper_targets
@@ -44,6 +45,9 @@ def tiny_experiment():
   return config
 
 
+# Slow: three chains trained as ensembles and analysed (2-4 min on 2 cores). Fast tests of its
+# parts: test_curriculum's chained stages, test_cloud_paths' experiment tables and curves.
+@pytest.mark.slow
 def test_paper_mechanisms_experiment(tmp_path):
   workdir = str(tmp_path / 'experiment')
   tables = paper_experiment.run(tiny_experiment(), workdir, noise_sweep=True)
