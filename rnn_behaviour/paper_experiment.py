@@ -205,6 +205,15 @@ def plot_experiment(groups: dict, folders: dict, path_alignment: str, path_predi
                   [d for r, d in zip(rows, details) if r.get('learned')])
             for key, (rows, details) in groups.items()}
   groups = {key: value for key, value in groups.items() if value[0]}
+  if not groups:
+    for path in (path_alignment, path_prediction):
+      fig, ax = plt.subplots(figsize=(5.5, 2.5))
+      ax.text(0.5, 0.5, 'No network learned cue selection:\nnothing to interpret.',
+              ha='center', va='center')
+      ax.set_axis_off()
+      analysis_plots.save_figure(fig, path, dpi=120)
+      plt.close(fig)
+    return
   cueings = sorted({c for c, _ in groups}, key=lambda c: c != 'probe')
   fig, axes = plt.subplots(1, len(cueings), figsize=(6.5 * len(cueings), 4), squeeze=False)
   for ax, cueing in zip(axes[0], cueings):
