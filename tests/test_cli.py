@@ -71,13 +71,17 @@ def _assert_evaluation_progress(log: str):
   assert 'Evaluation: swap rate network' in log
 
 
-def test_the_config_file_and_its_flags_evaluate_a_run(trained_run, tmp_path, caplog):
+def test_the_config_file_and_its_flags_evaluate_a_run(trained_run, tmp_path, caplog,
+                                                       monkeypatch):
   """The subprocess test's path in this process: tiny.py through `--config=` and a
   `--config.` override, then the entry point's call, on a copy of the trained run."""
+  argv = ['main', '--config=' + tiny.CONFIG_PATH, '--config.eval.bns_svi_steps=0']
+  # config_flags defines the --config.<field> overrides from sys.argv when the flag is defined.
+  monkeypatch.setattr(sys, 'argv', argv)
   values = flags.FlagValues()
   config_flags.DEFINE_config_file('config', None, 'Config file.', flag_values=values,
                                   lock_config=True)
-  values(['main', '--config=' + tiny.CONFIG_PATH, '--config.eval.bns_svi_steps=0'])
+  values(argv)
   config = values.config
   assert config.eval.bns_svi_steps == 0 and config.train.num_steps == 4
   assert config.model.num_units == conftest.make_tiny_config().model.num_units
