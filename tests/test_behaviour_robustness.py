@@ -126,7 +126,8 @@ def test_small_cells_are_flagged_in_the_mixture_csv(tmp_path):
   path = str(tmp_path / 'm.csv')
   mixture.write_fits_csv(fits, path, min_trials=30)
   rows = {r['subject']: r for r in csv.DictReader(open(path))}
-  assert rows['1']['warning'] == '' and rows['1']['n'] == '40'
+  # Subject 1 is not small (its warning may still name a weight on a bound, issue 18).
+  assert 'unreliable' not in rows['1']['warning'] and rows['1']['n'] == '40'
   assert rows['2']['n'] == '1' and 'only 1 trial' in rows['2']['warning']
   assert 'subject' in pipeline._small_cell_warnings(table, 30)[0]
 
