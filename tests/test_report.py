@@ -254,6 +254,7 @@ def make_fixture_workdir(workdir: str, learned=(True, True, False)) -> None:
     for i in range(MEMBERS):
       member = f'{folder}/diffusion/analysis_paper/member_{i}'
       steps = 20
+      _write(f'{member}/complete.json', json.dumps(dict(complete=True)))   # Written whole.
       _write(f'{member}/summary.json', json.dumps(dict(
           trained_steps=4, seed=i, swap_rate=rates[f'member_{i}'], sigmoid_mse=0.001,
           flat_mse=0.02, alignment_precue=0.3, alignment_postcue=0.9,

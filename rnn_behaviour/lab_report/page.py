@@ -27,6 +27,7 @@ import numpy as np
 
 from rnn_behaviour import evaluate
 from rnn_behaviour import train
+from rnn_behaviour import workdir as workdir_lib
 from rnn_behaviour.analysis import plots as analysis_plots
 from rnn_behaviour.analysis import run_paper
 from rnn_behaviour.lab_report import figures
@@ -168,7 +169,8 @@ def collect(config, workdir: str) -> dict:
       for i, m in enumerate(members):
         member = i if train.ensemble_size(c) > 1 else None
         folder = run_paper.member_folder(dirs[stages.DIFFUSION], member)
-        numbers = _read_json(epath.Path(folder) / 'summary.json')
+        numbers = (_read_json(epath.Path(folder) / 'summary.json')
+                   if workdir_lib.is_complete(folder) else None)
         learned = rows[i]['learned_cue_selection']
         if numbers is None:
           continue

@@ -328,7 +328,8 @@ def trained(config, run_dir: str) -> bool:
 def eval_summaries(config, run_dir: str) -> list[dict | None]:
   size = train.ensemble_size(config)
   members = [None] if size == 1 else list(range(size))
-  return [_read_json(evaluate.eval_dir(run_dir, m) / 'summary.json') for m in members]
+  # A folder an interrupted evaluation left without its completeness marker counts as absent.
+  return [evaluate.read_summary(run_dir, m) for m in members]
 
 
 def evaluated(config, run_dir: str) -> bool:
