@@ -4,7 +4,8 @@ The paper trained every network as a curriculum (METHOD sec. 9), e.g. task-optim
 on no swaps -> a flat swap rate -> the cue-dependent swap function. A curriculum is a config
 with
 
-  base:       a config module under rnn_behaviour/configs (e.g. 'default');
+  base:       a config module under rnn_behaviour/configs (e.g. 'default'), or a whole config
+              (a ConfigDict: the report's chains start from the run's own config);
   overrides:  nested overrides applied to every stage (sizes, noise, ensemble size, ...);
   stages:     a tuple of dicts {name, overrides, start_from}, in order; a stage starts from the
               final parameters of `start_from` (a stage name; '' means the previous stage,
@@ -54,9 +55,12 @@ def merge_overrides(config, overrides) -> None:
       config[key] = value
 
 
-def base_config(name: str) -> ml_collections.ConfigDict:
-  """get_config() of a config module under rnn_behaviour/configs."""
-  return importlib.import_module(f'rnn_behaviour.configs.{name}').get_config()
+def base_config(base) -> ml_collections.ConfigDict:
+  """get_config() of a config module under rnn_behaviour/configs, or a fresh copy of a config
+  given whole."""
+  if isinstance(base, ml_collections.ConfigDict):
+    return ml_collections.ConfigDict(base.to_dict())
+  return importlib.import_module(f'rnn_behaviour.configs.{base}').get_config()
 
 
 def stage_workdir(workdir: str, name: str) -> str:

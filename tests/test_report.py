@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+from rnn_behaviour import curriculum as curriculum_lib
 from rnn_behaviour import modes
 from rnn_behaviour.configs import report as report_config
 from rnn_behaviour.lab_report import judge
@@ -143,13 +144,51 @@ def test_run_configs_read_the_fit_and_judge_on_the_heldout_trials(tmp_path):
   assert b.objective.name == 'moment_matching' and b.train.ensemble_size == 1
   assert b.train.num_steps == 7
   assert stages.fit_config(config, str(tmp_path)).data.path.endswith('fit_trials.csv')
-  assert not c.train.init_from                       # No first stage by default.
-  config.report.pretrain_steps = 5
-  pre = stages.run_config(config, str(tmp_path), 2, stages.PRETRAIN)
-  assert pre.objective.name == 'task_optimal' and pre.train.num_steps == 5
-  assert pre.train.ensemble_size == 3
-  after = stages.run_config(config, str(tmp_path), 2)
-  assert after.train.init_from == str(tmp_path / 'set_size_2' / stages.PRETRAIN)
+  # The ensemble's last stage starts from the short-shape diffusion stage, the baseline from
+  # the task-optimal stage's member 0.
+  assert c.train.init_from == str(tmp_path / 'set_size_4' / stages.SHORT)
+  assert b.train.init_from == str(tmp_path / 'set_size_2' / stages.SELECT)
+  assert b.train.init_member == 0
+  config.report.selection.select_steps = 0
+  assert not stages.run_config(config, str(tmp_path), 2).train.init_from
+  assert not stages.run_config(config, str(tmp_path), 2, 'moment_matching').train.init_from
+
+
+def test_the_ensemble_learns_selection_through_the_short_shape(tmp_path):
+  config = report_config.get_config()
+  config.report.selection.update(select_steps=11, short_steps=13, check_every=5, min_steps=3)
+  chain = stages.selection_curriculum(config, str(tmp_path), 2)
+  assert stages.stage_names(config) == [stages.SELECT, stages.SHORT, stages.DIFFUSION]
+  folder = stages.set_size_dir(str(tmp_path), 2)
+  select, short, last = (curriculum_lib.stage_config(chain, name, folder)
+                         for name in stages.stage_names(config))
+  assert select.objective.name == 'task_optimal' and not select.train.init_from
+  assert short.objective.name == 'diffusion' and short.train.init_from.endswith(stages.SELECT)
+  for c in (select, short):       # The authors' short shape, on no swaps.
+    assert c.task.epochs.delay == 1 and c.diffusion.num_steps == 5
+    assert c.behaviour.source == 'parametric' and c.behaviour.swap_kind == 'none'
+    assert c.task.epochs.stimulus == last.task.epochs.stimulus
+  assert (select.train.num_steps, short.train.num_steps) == (11, 13)
+  # The last stage is the report's own run: the BNS target in the full shape, its budget.
+  assert last.behaviour.source == 'bns' and last.task.epochs.delay == 15
+  assert last.train.num_steps == config.train.num_steps
+  assert last.train.init_from.endswith(stages.SHORT)
+  assert last.model.trial_noise == -1.0          # The paper's preparatory noise.
+  assert last.to_dict() == stages.run_config(config, str(tmp_path), 2).to_dict()
+  # Each stage ends when learned; the short-shape diffusion is trained whole; an unlearned
+  # stage does not stop the report.
+  settings = {name: curriculum_lib.stage_criterion(chain, name) for name in stages.stage_names(
+      config)}
+  assert settings[stages.SHORT].min_steps == 13 and settings[stages.SELECT].min_steps == 3
+  assert all(s.check_every == 5 and s.tolerance == config.report.swap_tolerance
+             for s in settings.values())
+  assert chain.continue_unlearned
+  config.report.selection.select_steps = 0
+  assert stages.stage_names(config) == [stages.DIFFUSION]
+  assert len(stages.selection_curriculum(config, str(tmp_path), 2).stages) == 1
+  with pytest.raises(ValueError, match='config.report.selection.members'):
+    config.report.selection.members = 0.0
+    stages.validate(config)
 
 
 def test_report_config_runs_the_report_under_the_default_mode(monkeypatch, tmp_path):
@@ -365,7 +404,10 @@ def test_report_command_end_to_end_and_resumes(tmp_path):
       'data.path': BAYS, 'data.subjects': '1,2', 'fit.svi_steps': 20,
       'fit.num_posterior_samples': 20, 'fit.ppc_draws': 5, 'fit.num_fourier': 2,
       'fit.guide': 'normal', 'train.ensemble_size': 2, 'eval.bns_svi_steps': 0,
-      'report.samples_per_trial': 8, 'report.example_displays': 2})
+      'report.samples_per_trial': 8, 'report.example_displays': 2, 'report.baseline_steps': 4,
+      'report.selection.select_steps': 2, 'report.selection.short_steps': 2,
+      'report.selection.check_every': 2, 'report.selection.min_steps': 1,
+      'report.selection.num_displays': 4, 'report.selection.samples_per_display': 4})
   command = [sys.executable, '-m', 'rnn_behaviour.main',
              '--config=rnn_behaviour/configs/report.py', f'--workdir={workdir}',
              '--cpu_devices=1'] + [f'--config.{k}={v}' for k, v in overrides.items()]
@@ -392,5 +434,7 @@ def test_report_command_end_to_end_and_resumes(tmp_path):
 
 def _tiny_report_config(overrides):
   config = report_config.get_config()
-  config.update_from_flattened_dict({k: v for k, v in overrides.items()})
+  # As the command line reads them: a comma-separated selection is a tuple.
+  config.update_from_flattened_dict({
+      k: tuple(v.split(',')) if k == 'data.subjects' else v for k, v in overrides.items()})
   return config

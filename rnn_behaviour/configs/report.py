@@ -28,8 +28,6 @@ def report_block():
       set_sizes=(2, 4),              # Set sizes to train networks on (each in the data).
       heldout_fraction=0.2,          # Share of each set size's trials kept out of the fit,
       split_seed=0,                  # drawn with this seed; they judge every model.
-      pretrain_steps=0,              # >0: the diffusion ensemble first learns to select the
-                                     # cued item task-optimally for this many steps.
       baseline='moment_matching',    # The baseline objective ('' : none).
       baseline_steps=750,            # Its training steps (0: config.train.num_steps).
       swap_tolerance=0.05,           # A member has learned cue selection when its held-out
@@ -37,6 +35,28 @@ def report_block():
       example_displays=6,            # Held-out trials drawn in the response-distribution figure.
       samples_per_trial=64,          # Network and BNS responses per held-out trial.
       title='',                      # '': the data file's name.
+      selection=selection_block(),
+  ))
+
+
+def selection_block():
+  """The path by which the diffusion ensemble learns to select the cued item under the paper's
+  preparatory noise (rnn_behaviour/lab_report/stages.py; the curriculum measured in
+  docs/results_selection.md): task-optimal in the short shape (delay 1, T = 5) ->
+  diffusion on no swaps in the short shape -> the BNS posterior predictive in the full shape.
+  Each stage ends when its held-out swap rate is within report.swap_tolerance of its target's
+  (task-optimal: at most that far above) in `members` of the ensemble, checked every
+  `check_every` steps; the last stage's budget is config.train.num_steps."""
+  return ml_collections.ConfigDict(dict(
+      select_steps=1500,             # Budget of the task-optimal short-shape stage (0: no
+                                     # path; the ensemble learns the BNS from scratch).
+      short_steps=1500,              # The short-shape diffusion stage, trained whole (stopped
+                                     # at its first check, the full shape lost selection).
+      check_every=250,               # Steps between checks of cue selection.
+      min_steps=250,                 # No stage ends before this many steps.
+      num_displays=64,               # Held-out displays of a check,
+      samples_per_display=64,        # and samples on each.
+      members=2 / 3,                 # Share of the ensemble that must meet a criterion.
   ))
 
 
@@ -54,10 +74,12 @@ def get_config(variant: str = ''):
   config.task.cue_grid = 8           # Bays 2009: 8 locations, pi/4 apart.
   config.task.min_separation_cue = 3.141592653589793 / 4
   config.train.ensemble_size = 3
+  config.model.trial_noise = -1.0    # The paper's preparatory noise, sqrt(btilde_T).
   config.eval.bns_svi_steps = 0      # The report judges on the real trials instead.
   if variant == 'paper':
     config.report.baseline_steps = 0
-    config.report.pretrain_steps = 2000
+    config.report.selection.update(select_steps=20000, short_steps=20000, check_every=1000,
+                                   min_steps=1000)
     config.fit.num_posterior_samples = 1000
     config.analysis.samples_per_display = 64
     return config

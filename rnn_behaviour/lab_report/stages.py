@@ -4,10 +4,12 @@
                 subject x set size x condition cell held out (judge.split_trials), split.json.
   2. fit        pipeline.fit_behaviour on the fitting trials -> DIR/behaviour/.
   per set size N in the chosen ones (DIR/set_size_N/):
-  3. train      train.train of the diffusion ensemble (config.train.ensemble_size
-                seeds in one program) -> diffusion/, first task-optimally for
-                report.pretrain_steps -> pretrain/ (then diffusion starts from it through
-                train.init_from), and of the baseline -> <baseline>/.
+  3. train      the diffusion ensemble (config.train.ensemble_size seeds in one program) as
+                a curriculum that keeps cue selection under the paper's noise
+                (`selection_curriculum`): select_short/ (task-optimal, short shape) ->
+                diffusion_short/ (no swaps, short shape) -> diffusion/ (the BNS posterior
+                predictive, full shape), each stage ending when learned (criterion.json);
+                then the baseline -> <baseline>/, started from select_short's member 0.
   4. evaluate   evaluate.evaluate of every member and the baseline against the BNS posterior
                 predictive; its held-out log-likelihood is on the held-out real trials.
   5. judge      every member, the baseline and the BNS sampled on the held-out real trials'
@@ -37,6 +39,8 @@ import ml_collections
 import numpy as np
 
 from rnn_behaviour import config_validation
+from rnn_behaviour import criteria
+from rnn_behaviour import curriculum as curriculum_lib
 from rnn_behaviour import evaluate
 from rnn_behaviour import progress
 from rnn_behaviour import train
@@ -45,6 +49,7 @@ from rnn_behaviour.analysis import run_paper
 from rnn_behaviour.behaviour import data as data_lib
 from rnn_behaviour.behaviour import pipeline
 from rnn_behaviour.behaviour import source
+from rnn_behaviour.configs import paper_targets
 from rnn_behaviour.lab_report import judge
 
 DATA_DIR = 'data'
@@ -52,8 +57,9 @@ FIT_TRIALS = 'fit_trials.csv'
 HELDOUT_TRIALS = 'heldout_trials.csv'
 SPLIT_FILE = 'split.json'
 TIMINGS_FILE = 'report_timings.jsonl'
-DIFFUSION = 'diffusion'
-PRETRAIN = 'pretrain'                # The diffusion ensemble's first stage (task-optimal).
+DIFFUSION = 'diffusion'              # The diffusion ensemble's last stage: the BNS target.
+SELECT = 'select_short'              # Its first: task-optimal selection in the short shape.
+SHORT = 'diffusion_short'            # Its second: diffusion on no swaps in the short shape.
 HELDOUT_FILE = 'heldout.json'
 HELDOUT_SAMPLES = 'heldout_samples.npz'
 
@@ -65,6 +71,7 @@ SECONDS_PER_FIT_STEP = 0.05        # One BNS SVI step on ~3000 trials.
 SECONDS_PER_FIT = 60.0             # The fit's mixtures, posterior-predictive check and figures.
 SECONDS_PER_ANALYSIS = 60.0        # One member's paper-protocol analysis at the laptop sizes.
 SECONDS_PER_EVALUATION = 20.0      # One network's evaluation (mostly compilation).
+SECONDS_PER_TRAINING_START = 15.0  # A training run's compilation and first checkpoint.
 
 
 # ------------------------------------------------------------------------------ configs
@@ -109,6 +116,19 @@ def validate(config) -> None:
   for field in ('example_displays', 'samples_per_trial'):
     if int(r[field]) < 1:
       raise ValueError(f'config.report.{field} must be a positive integer, got {r[field]!r}')
+  sel = r.selection
+  for field in ('select_steps', 'short_steps'):
+    if int(sel[field]) < 0:
+      raise ValueError(f'config.report.selection.{field} must be >= 0, got {sel[field]!r}')
+  if int(sel.select_steps) > 0 and int(sel.short_steps) < 1:
+    raise ValueError('config.report.selection.short_steps must be >= 1 when select_steps > 0 '
+                     f'(got {sel.short_steps!r})')
+  for field in ('check_every', 'num_displays', 'samples_per_display'):
+    if int(sel[field]) < 1:
+      raise ValueError(f'config.report.selection.{field} must be a positive integer, got '
+                       f'{sel[field]!r}')
+  if not 0.0 < float(sel.members) <= 1.0:
+    raise ValueError(f'config.report.selection.members must be in (0, 1], got {sel.members!r}')
   if int(r.baseline_steps) < 0:
     raise ValueError(f'config.report.baseline_steps must be >= 0, got {r.baseline_steps!r}')
   from rnn_behaviour import objectives  # pylint: disable=g-import-not-at-top
@@ -137,28 +157,70 @@ def fit_config(config, workdir: str) -> ml_collections.ConfigDict:
 def run_config(config, workdir: str, set_size: int, objective: str = 'diffusion'
                ) -> ml_collections.ConfigDict:
   """One network run's config: set size N, the fit in DIR/behaviour, evaluation data the held-out
-  trials. The diffusion ensemble starts from its task-optimal first stage when
-  report.pretrain_steps > 0 (objective PRETRAIN here: that stage's config); the baseline
-  objective trains one network (report.baseline_steps if set)."""
+  trials. For the diffusion ensemble this is its last stage's config (the BNS target; the
+  curriculum sets where it starts from); the baseline objective trains one network
+  (report.baseline_steps if set), from select_short's member 0 when the report has that stage."""
   c = fit_config(config, workdir)
   c.data = _data_block(os.fspath(epath.Path(workdir) / DATA_DIR / HELDOUT_TRIALS))
   c.behaviour.fit = os.fspath(epath.Path(workdir) / 'behaviour')
   c.task.num_items = int(set_size)
-  pretrain = int(config.report.get('pretrain_steps', 0))
-  if objective == PRETRAIN:
-    c.objective.name = 'task_optimal'
-    c.train.num_steps = pretrain
-    return c
+  selection = int(config.report.selection.select_steps) > 0
   if objective == 'diffusion':
-    if pretrain:
-      c.train.init_from = os.fspath(epath.Path(set_size_dir(workdir, set_size)) / PRETRAIN)
+    if selection:   # As the curriculum records it.
+      c.train.init_from = os.fspath(epath.Path(set_size_dir(workdir, set_size)) / SHORT)
     return c
-  if objective != 'diffusion':
-    c.objective.name = objective
-    c.train.ensemble_size = 1
-    if int(config.report.baseline_steps):
-      c.train.num_steps = int(config.report.baseline_steps)
+  c.objective.name = objective
+  c.train.ensemble_size = 1
+  if int(config.report.baseline_steps):
+    c.train.num_steps = int(config.report.baseline_steps)
+  if selection:
+    c.train.init_from = os.fspath(epath.Path(set_size_dir(workdir, set_size)) / SELECT)
+    c.train.init_member = 0
   return c
+
+
+def _short_shape(more: dict) -> dict:
+  """The authors' short shape (delay 1, T = 5, beta 0.15) merged with other overrides."""
+  merged = {k: dict(v) for k, v in paper_targets.SHORT_SHAPE.items()}
+  for section, values in more.items():
+    merged.setdefault(section, {}).update(values)
+  merged['task']['epochs'] = dict(paper_targets.SHORT_SHAPE['task']['epochs'])
+  return merged
+
+
+def selection_curriculum(config, workdir: str, set_size: int) -> ml_collections.ConfigDict:
+  """The diffusion ensemble's training as a curriculum (rnn_behaviour/curriculum.py) in
+  DIR/set_size_N: select_short -> diffusion_short -> diffusion (see report.selection_block).
+  With report.selection.select_steps = 0, only the last stage, from scratch."""
+  final = run_config(config, workdir, set_size)
+  sel = config.report.selection
+  no_swaps = paper_targets.target('no_swaps', int(set_size))
+  stages = []
+  if int(sel.select_steps):
+    stages += [
+        dict(name=SELECT, start_from='scratch', criterion={}, overrides=_short_shape(dict(
+            objective=dict(name='task_optimal'), behaviour=no_swaps,
+            train=dict(num_steps=int(sel.select_steps))))),
+        dict(name=SHORT, start_from='', criterion=dict(min_steps=int(sel.short_steps)),
+             overrides=_short_shape(dict(
+                 objective=dict(name='diffusion'), behaviour=no_swaps,
+                 train=dict(num_steps=int(sel.short_steps))))),
+    ]
+  stages.append(dict(name=DIFFUSION, start_from='', criterion={}, overrides={}))
+  return ml_collections.ConfigDict(dict(
+      base=final, overrides={}, stages=tuple(stages),
+      # A stage that does not learn does not stop the report: its verdict says so.
+      continue_unlearned=True,
+      criteria=dict(check_every=int(sel.check_every), min_steps=int(sel.min_steps),
+                    num_displays=int(sel.num_displays),
+                    samples_per_display=int(sel.samples_per_display),
+                    tolerance=float(config.report.swap_tolerance),
+                    members=float(sel.members))))
+
+
+def stage_names(config) -> list[str]:
+  """The diffusion ensemble's curriculum stages, in order."""
+  return ([SELECT, SHORT] if int(config.report.selection.select_steps) else []) + [DIFFUSION]
 
 
 def set_size_dir(workdir: str, set_size: int) -> str:
@@ -325,6 +387,23 @@ def trained(config, run_dir: str) -> bool:
   return latest_step(config, run_dir) == int(config.train.num_steps)
 
 
+def stage_trained(chain, workdir: str, set_size: int, name: str) -> bool:
+  """Whether a curriculum stage of set size N has ended (learned, or its budget spent) and
+  recorded its criterion."""
+  folder = set_size_dir(workdir, set_size)
+  c = curriculum_lib.stage_config(chain, name, folder)
+  stage_dir = curriculum_lib.stage_workdir(folder, name)
+  return (curriculum_lib.is_finished(c, stage_dir)
+          and criteria.read_record(stage_dir) is not None)
+
+
+def train_stage(chain, workdir: str, set_size: int, name: str) -> None:
+  """Trains one curriculum stage of set size N (and any it starts from that has not ended)."""
+  folder = set_size_dir(workdir, set_size)
+  config_validation.validate(curriculum_lib.stage_config(chain, name, folder))
+  curriculum_lib.run(chain, folder, stages=[name])
+
+
 def eval_summaries(config, run_dir: str) -> list[dict | None]:
   size = train.ensemble_size(config)
   members = [None] if size == 1 else list(range(size))
@@ -451,10 +530,20 @@ def _train(c, run_dir: str) -> None:
   train.train(c, run_dir)
 
 
+STAGE_WHAT = {SELECT: 'task-optimal selection of the cued item in the short shape',
+              SHORT: 'diffusion on no swaps in the short shape',
+              DIFFUSION: 'diffusion on the BNS posterior predictive'}
+FULL_SHAPE_STEPS = 26 + 40          # The default epochs' time steps plus T (the estimates' unit).
+
+
 def _train_estimate(c) -> float:
+  """A-priori seconds of a training run: its budget x batch x ensemble, by the cell's size and
+  the trial's length in time steps."""
   t = c.train
-  return (float(t.num_steps) * train.ensemble_size(c) * t.displays_per_batch
-          * t.samples_per_display * SECONDS_PER_SAMPLE_STEP * (c.model.num_units / 64.0))
+  length = sum(int(v) for v in c.task.epochs.values()) + int(c.diffusion.num_steps)
+  return SECONDS_PER_TRAINING_START + (
+      float(t.num_steps) * train.ensemble_size(c) * t.displays_per_batch * t.samples_per_display
+      * SECONDS_PER_SAMPLE_STEP * (c.model.num_units / 64.0) * length / FULL_SHAPE_STEPS)
 
 
 def plan(config, workdir: str) -> list[Stage]:
@@ -471,18 +560,21 @@ def plan(config, workdir: str) -> list[Stage]:
             + SECONDS_PER_FIT)]
   for n in sizes:
     dirs = run_dirs(config, workdir, n)
-    if int(config.report.get('pretrain_steps', 0)):
-      c = run_config(config, workdir, n, PRETRAIN)
-      pre_dir = os.fspath(epath.Path(set_size_dir(workdir, n)) / PRETRAIN)
+    chain = selection_curriculum(config, workdir, n)
+    size = int(config.train.ensemble_size)
+    for name in stage_names(config):
+      c = curriculum_lib.stage_config(chain, name, set_size_dir(workdir, n))
       stages.append(Stage(
-          f'set size {n}: pretrain {train.ensemble_size(c)} networks to select the cued item '
-          '(task-optimal)', lambda c=c, d=pre_dir: _train(c, d),
-          lambda c=c, d=pre_dir: trained(c, d), _train_estimate(c)))
+          f'set size {n}: train {size} networks, {STAGE_WHAT[name]} (at most '
+          f'{c.train.num_steps} steps)',
+          lambda chain=chain, n=n, name=name: train_stage(chain, workdir, n, name),
+          lambda chain=chain, n=n, name=name: stage_trained(chain, workdir, n, name),
+          _train_estimate(c)))
     for name, run_dir in dirs.items():
+      if name == DIFFUSION:
+        continue
       c = run_config(config, workdir, n, _objective(name))
-      what = (f'{train.ensemble_size(c)} diffusion networks' if name == DIFFUSION
-              else f'the {name} baseline')
-      stages.append(Stage(f'set size {n}: train {what}',
+      stages.append(Stage(f'set size {n}: train the {name} baseline',
                           lambda c=c, d=run_dir: _train(c, d),
                           lambda c=c, d=run_dir: trained(c, d), _train_estimate(c)))
     for name, run_dir in dirs.items():
