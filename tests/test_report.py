@@ -169,6 +169,8 @@ def test_the_ensemble_learns_selection_through_the_short_shape(tmp_path):
     assert c.behaviour.source == 'parametric' and c.behaviour.swap_kind == 'none'
     assert c.task.epochs.stimulus == last.task.epochs.stimulus
   assert (select.train.num_steps, short.train.num_steps) == (11, 13)
+  assert select.train.displays_per_batch == short.train.displays_per_batch == 64
+  assert last.train.displays_per_batch == config.train.displays_per_batch == 32
   # The last stage is the report's own run: the BNS target in the full shape, its budget.
   assert last.behaviour.source == 'bns' and last.task.epochs.delay == 15
   assert last.train.num_steps == config.train.num_steps
@@ -179,10 +181,17 @@ def test_the_ensemble_learns_selection_through_the_short_shape(tmp_path):
   # stage does not stop the report.
   settings = {name: curriculum_lib.stage_criterion(chain, name) for name in stages.stage_names(
       config)}
-  assert settings[stages.SHORT].min_steps == 13 and settings[stages.SELECT].min_steps == 3
+  assert settings[stages.SHORT].min_steps == 13 and settings[stages.SELECT].min_steps == 11
+  assert settings[stages.DIFFUSION].min_steps == 3
   assert all(s.check_every == 5 and s.tolerance == config.report.swap_tolerance
              for s in settings.values())
   assert chain.continue_unlearned
+  # Budgets are for two items: four get twice as many steps.
+  four = stages.selection_curriculum(config, str(tmp_path), 4)
+  assert [s['overrides']['train']['num_steps'] for s in four.stages[:2]] == [22, 26]
+  config.report.selection.scale_by_set_size = False
+  four = stages.selection_curriculum(config, str(tmp_path), 4)
+  assert [s['overrides']['train']['num_steps'] for s in four.stages[:2]] == [11, 13]
   config.report.selection.select_steps = 0
   assert stages.stage_names(config) == [stages.DIFFUSION]
   assert len(stages.selection_curriculum(config, str(tmp_path), 2).stages) == 1

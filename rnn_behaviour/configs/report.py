@@ -48,10 +48,19 @@ def selection_block():
   (task-optimal: at most that far above) in `members` of the ensemble, checked every
   `check_every` steps; the last stage's budget is config.train.num_steps."""
   return ml_collections.ConfigDict(dict(
-      select_steps=1500,             # Budget of the task-optimal short-shape stage (0: no
-                                     # path; the ensemble learns the BNS from scratch).
+      select_steps=1500,             # Budget of the task-optimal short-shape stage, trained
+                                     # whole (0: no path; the ensemble learns the BNS from
+                                     # scratch). Stopped at its first met check (step 1250,
+                                     # swap rates 0.025 / 0.093 / 0.072), the next stage kept
+                                     # only 0.14-0.18 (Bays 2009, 2026-12-01).
       short_steps=1500,              # The short-shape diffusion stage, trained whole (stopped
                                      # at its first check, the full shape lost selection).
+      scale_by_set_size=True,        # The two budgets above are for 2 items; N items get N/2
+                                     # times as many steps (at set size 4 and 1,500 steps the
+                                     # task-optimal stage reached swap rates 0.16-0.20, still
+                                     # falling, against 0.09 for no swaps).
+      displays_per_batch=64,         # The short-shape stages' batch (x train.samples_per_
+                                     # display), as in the curriculum's measurements.
       check_every=250,               # Steps between checks of cue selection.
       min_steps=250,                 # No stage ends before this many steps.
       num_displays=64,               # Held-out displays of a check,

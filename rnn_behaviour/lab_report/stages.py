@@ -123,7 +123,7 @@ def validate(config) -> None:
   if int(sel.select_steps) > 0 and int(sel.short_steps) < 1:
     raise ValueError('config.report.selection.short_steps must be >= 1 when select_steps > 0 '
                      f'(got {sel.short_steps!r})')
-  for field in ('check_every', 'num_displays', 'samples_per_display'):
+  for field in ('check_every', 'num_displays', 'samples_per_display', 'displays_per_batch'):
     if int(sel[field]) < 1:
       raise ValueError(f'config.report.selection.{field} must be a positive integer, got '
                        f'{sel[field]!r}')
@@ -195,16 +195,20 @@ def selection_curriculum(config, workdir: str, set_size: int) -> ml_collections.
   final = run_config(config, workdir, set_size)
   sel = config.report.selection
   no_swaps = paper_targets.target('no_swaps', int(set_size))
+  batch = int(sel.displays_per_batch)
+  select_steps, short_steps = (short_stage_steps(sel.select_steps, set_size, sel),
+                               short_stage_steps(sel.short_steps, set_size, sel))
   stages = []
-  if int(sel.select_steps):
+  if select_steps:
     stages += [
-        dict(name=SELECT, start_from='scratch', criterion={}, overrides=_short_shape(dict(
-            objective=dict(name='task_optimal'), behaviour=no_swaps,
-            train=dict(num_steps=int(sel.select_steps))))),
-        dict(name=SHORT, start_from='', criterion=dict(min_steps=int(sel.short_steps)),
+        dict(name=SELECT, start_from='scratch', criterion=dict(min_steps=select_steps),
+             overrides=_short_shape(dict(
+                 objective=dict(name='task_optimal'), behaviour=no_swaps,
+                 train=dict(num_steps=select_steps, displays_per_batch=batch)))),
+        dict(name=SHORT, start_from='', criterion=dict(min_steps=short_steps),
              overrides=_short_shape(dict(
                  objective=dict(name='diffusion'), behaviour=no_swaps,
-                 train=dict(num_steps=int(sel.short_steps))))),
+                 train=dict(num_steps=short_steps, displays_per_batch=batch)))),
     ]
   stages.append(dict(name=DIFFUSION, start_from='', criterion={}, overrides={}))
   return ml_collections.ConfigDict(dict(
@@ -216,6 +220,13 @@ def selection_curriculum(config, workdir: str, set_size: int) -> ml_collections.
                     samples_per_display=int(sel.samples_per_display),
                     tolerance=float(config.report.swap_tolerance),
                     members=float(sel.members))))
+
+
+def short_stage_steps(steps, set_size: int, selection) -> int:
+  """A short-shape stage's budget at set size N: `steps` (set for two items), times N/2 when
+  report.selection.scale_by_set_size."""
+  scale = max(1.0, int(set_size) / 2.0) if selection.scale_by_set_size else 1.0
+  return int(round(int(steps) * scale))
 
 
 def stage_names(config) -> list[str]:
