@@ -36,14 +36,13 @@ def _tiny_paper_analysis(config):
   config.analysis.num_shuffles = 2
 
 
-def test_paper_protocol_mode_per_member(tiny_config, tmp_path):
+def test_paper_protocol_mode_per_member(tiny_config, trained_ensemble, tmp_path):
   _tiny_paper_analysis(tiny_config)
   # Today's variant by name (post-cue step kept, 4 distances); the authors' default is tested
   # end to end in test_paper_protocol.py.
   tiny_config.analysis.paper_variant = 'ours'
-  tiny_config.train.ensemble_size = 2
-  workdir = str(tmp_path / 'run')
-  modes.run(tiny_config, workdir, 'train')
+  tiny_config.train.ensemble_size = 2      # The session's trained ensemble (seeds 0 and 1).
+  workdir = conftest.copy_run(trained_ensemble, tmp_path / 'run')
   modes.run(tiny_config, workdir, 'analyse')
   window = (tiny_config.task.epochs.delay + tiny_config.task.epochs.cue
             + tiny_config.task.epochs.post_cue + tiny_config.diffusion.num_steps)

@@ -181,6 +181,8 @@ def small_table():
                                    trials_per_cell=15)
 
 
+@pytest.mark.slow   # Eight SVI fits (~45 s). Fast twins: test_main_fit_restarts_then_reports (the
+# same restart rule on the main fit) and tests/test_bns.py's fold read-back test.
 def test_diverged_cv_fold_recovers_or_is_skipped(small_table):
   folds = bns.make_folds(jax.random.PRNGKey(0), len(small_table), 2)
   spec = bns.BNSSpec(num_fourier=1)
@@ -246,6 +248,10 @@ def test_nontarget_proximity_statistic():
 # --- End to end: flags, caching, warnings, PPC, per-stage outputs ---------------------------
 
 
+@pytest.mark.slow   # Two whole fits of two set sizes (~70 s). Fast twins: the session fixture
+# `bays_fit` (fit_behaviour end to end, read by tests/test_end_to_end_fast.py), and here
+# test_small_cells_are_flagged_in_the_mixture_csv, test_fingerprint_follows_file_contents_and_
+# config and test_finished_mixture_fits_are_read_back_not_refitted.
 def test_fit_behaviour_end_to_end_from_flags(tmp_path, caplog):
   table = simulate.large_experiment(jax.random.PRNGKey(3), num_subjects=3, set_sizes=(1, 2, 4),
                                     trials_per_cell=40)
