@@ -107,7 +107,8 @@ def test_judge_samples_scores_each_model_on_the_real_responses():
 def test_report_config_and_its_paper_variant():
   laptop, paper = report_config.get_config(), report_config.get_config('paper')
   assert laptop.report.mode == 'report' and laptop.train.ensemble_size == 3
-  assert laptop.report.baseline == 'moment_matching' and tuple(laptop.report.set_sizes) == (2, 4)
+  assert laptop.report.baseline == 'moment_matching' and tuple(laptop.report.set_sizes) == (2,)
+  assert tuple(paper.report.set_sizes) == (2, 4)
   assert paper.model.cell == 'dendritic' and paper.train.num_steps > laptop.train.num_steps
   with pytest.raises(ValueError, match='unknown variant'):
     report_config.get_config('huge')
@@ -170,7 +171,7 @@ def test_the_ensemble_learns_selection_through_the_short_shape(tmp_path):
     assert c.task.epochs.stimulus == last.task.epochs.stimulus
   assert (select.train.num_steps, short.train.num_steps) == (11, 13)
   assert select.train.displays_per_batch == short.train.displays_per_batch == 64
-  assert last.train.displays_per_batch == config.train.displays_per_batch == 32
+  assert last.train.displays_per_batch == config.train.displays_per_batch == 64
   # The last stage is the report's own run: the BNS target in the full shape, its budget.
   assert last.behaviour.source == 'bns' and last.task.epochs.delay == 15
   assert last.train.num_steps == config.train.num_steps
@@ -414,6 +415,7 @@ def test_report_command_end_to_end_and_resumes(tmp_path):
       'fit.num_posterior_samples': 20, 'fit.ppc_draws': 5, 'fit.num_fourier': 2,
       'fit.guide': 'normal', 'train.ensemble_size': 2, 'eval.bns_svi_steps': 0,
       'report.samples_per_trial': 8, 'report.example_displays': 2, 'report.baseline_steps': 4,
+      'report.set_sizes': '2,4',
       'report.selection.select_steps': 2, 'report.selection.short_steps': 2,
       'report.selection.check_every': 2, 'report.selection.min_steps': 1,
       'report.selection.num_displays': 4, 'report.selection.samples_per_display': 4})
@@ -444,6 +446,9 @@ def test_report_command_end_to_end_and_resumes(tmp_path):
 def _tiny_report_config(overrides):
   config = report_config.get_config()
   # As the command line reads them: a comma-separated selection is a tuple.
-  config.update_from_flattened_dict({
-      k: tuple(v.split(',')) if k == 'data.subjects' else v for k, v in overrides.items()})
+  def parsed(key, value):
+    if key == 'data.subjects':
+      return tuple(value.split(','))
+    return tuple(int(n) for n in value.split(',')) if key == 'report.set_sizes' else value
+  config.update_from_flattened_dict({k: parsed(k, v) for k, v in overrides.items()})
   return config
