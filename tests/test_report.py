@@ -5,6 +5,7 @@ tiny sizes, no training); the slow ones run the whole loop at tiny sizes through
 line, and open the page in headless Chromium.
 """
 
+import csv
 import json
 import os
 import re
@@ -298,6 +299,11 @@ def make_fixture_workdir(workdir: str, learned=(True, True, False)) -> None:
         for s in (1, 2, 3, 4) for i in range(MEMBERS)))
     _write(f'{folder}/moment_matching/metrics.jsonl', ''.join(
         json.dumps(dict(step=s, loss=2.0 / s)) + '\n' for s in (1, 2, 3, 4)))
+    for stage, met in ((stages.SELECT, True), (stages.SHORT, True), (stages.DIFFUSION, False)):
+      _write(f'{folder}/{stage}/criterion.json', json.dumps(dict(
+          ended=True, met=met, met_step=250 if met else None, last_step=500, budget=500,
+          members=[dict(member=i, learned=met and i < 2, swap_rate=0.01 * (i + 1),
+                        target_swap_rate=0.03) for i in range(MEMBERS)])))
     if n != 2:
       continue
     for i in range(MEMBERS):
@@ -352,6 +358,13 @@ def test_page_is_one_self_contained_file_with_every_section(tmp_path):
     assert f'href="{name}.csv"' in text
   rows = open(tmp_path / 'report' / 'networks.csv').read().splitlines()
   assert len(rows) == 1 + 2 * (MEMBERS + 1)
+  # The training path: one row a curriculum stage and set size, from criterion.json.
+  assert 'Training path' in text
+  path = list(csv.DictReader(open(tmp_path / 'report' / 'training_path.csv')))
+  assert [(r['set_size'], r['stage']) for r in path] == [
+      (str(n), name) for n in (2, 4) for name in (stages.SELECT, stages.SHORT, stages.DIFFUSION)]
+  assert path[0]['ended_at_step'] == '250' and path[2]['ended_at_step'] == '500'
+  assert path[0]['swap_rates'] == '0.010 / 0.020 / 0.030' and path[0]['learned'] == '2 of 3'
 
 
 def test_page_says_when_no_network_learned(tmp_path):

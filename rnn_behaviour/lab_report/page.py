@@ -25,6 +25,7 @@ import sys
 from etils import epath
 import numpy as np
 
+from rnn_behaviour import criteria
 from rnn_behaviour import evaluate
 from rnn_behaviour import train
 from rnn_behaviour import workdir as workdir_lib
@@ -114,6 +115,25 @@ def _mechanism_member(folder: str, numbers: dict, label: str, learned: bool) -> 
               prediction=list(prediction.get('means', [])))
 
 
+def training_path(config, workdir: str, set_size: int) -> list[dict]:
+  """One row a curriculum stage of the diffusion ensemble (its criterion.json): what it
+  trained, where it ended, and each member's held-out swap rate against the stage's target."""
+  rows = []
+  for name in stages.stage_names(config):
+    record = criteria.read_record(epath.Path(stages.set_size_dir(workdir, set_size)) / name)
+    if record is None:
+      continue
+    members = record.get('members', [])
+    rows.append(dict(
+        set_size=set_size, stage=name, trains=stages.STAGE_WHAT[name],
+        ended_at_step=record['met_step'] if record['met'] else record['last_step'],
+        budget=record['budget'], met=record['met'],
+        swap_rates=' / '.join(f"{m['swap_rate']:.3f}" for m in members),
+        target_swap_rate=members[0]['target_swap_rate'] if members else None,
+        learned=f"{sum(bool(m['learned']) for m in members)} of {len(members)}"))
+  return rows
+
+
 def collect(config, workdir: str) -> dict:
   """Every number the page shows, from the files the stages wrote (JSON-able)."""
   root = epath.Path(workdir)
@@ -198,6 +218,7 @@ def collect(config, workdir: str) -> dict:
                             and 'swap_rate' in v},
         centres=held['centres'], members=members, curves=curves, rows=rows,
         examples=held['examples'], mechanism=mechanism, mechanism_rows=mech_rows,
+        path_rows=training_path(config, workdir, n),
         conclusion=judge.network_conclusion(n, held, members, baseline, tolerance)))
   return results
 
@@ -418,7 +439,15 @@ def render(results: dict, figure_bytes: dict, tables: dict | None = None) -> str
   for s in results['set_sizes']:
     parts.append(f'<h3>Set size {s["set_size"]}</h3>' + _verdict(s['conclusion']))
   parts.append(table_html([r for s in results['set_sizes'] for r in s['rows']]))
-  parts.append(figs('networks') + csv_links('networks', 'swap_by_distance') + '</section>')
+  path = [r for s in results['set_sizes'] for r in s.get('path_rows', [])]
+  if path:
+    parts.append('<h3>Training path</h3><p>The ensemble learns to select the cued item in the '
+                 'short shape first, then diffusion, then the BNS posterior predictive; each '
+                 f'stage ends when the held-out swap rate is within {_e(results["tolerance"])} '
+                 "of the stage's target (a task-optimal stage: at most that far above it) in "
+                 'enough members, or when its budget is spent.</p>' + table_html(path))
+  parts.append(figs('networks') + csv_links('networks', 'swap_by_distance', 'training_path')
+               + '</section>')
 
   # Mechanism.
   parts.append('<section id="mechanism"><h2>Mechanism</h2>')
@@ -471,6 +500,7 @@ def csv_tables(results: dict) -> dict:
       data=results['data'].get('by_set_size', []), mixture=results['mixture'],
       swap_function=results['swap_function'], ppc=results['ppc'],
       networks=rows('rows'), swap_by_distance=swap_rows, mechanism=rows('mechanism_rows'),
+      training_path=[r for s in results['set_sizes'] for r in s.get('path_rows', [])],
       timings=results.get('provenance', {}).get('timings', []))
   return {k: (list(dict.fromkeys(c for r in v for c in r)), v) for k, v in tables.items() if v}
 
