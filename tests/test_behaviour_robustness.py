@@ -425,7 +425,7 @@ def test_interrupted_fit_resumes_and_six_decimal_grid_gives_no_false_warning(tmp
 
   monkeypatch.setattr(mixture, 'fit', count('mixture', mixture_fit))
   monkeypatch.setattr(bns, 'fit', count('bns', bns_fit))
-  monkeypatch.setattr(bns, 'cross_validate_folds', counted_cv)
+  monkeypatch.setattr(bns_cv, 'cross_validate_folds', counted_cv)
   resumed = pipeline.fit_behaviour(config, workdir)
   assert resumed['complete']
   assert calls['mixture'] == 0 and calls['bns'] == 0 and calls['folds'] == [[0]]

@@ -276,7 +276,7 @@ def test_saved_fit_is_marked_whole_only_after_its_arrays(tmp_path, monkeypatch):
   def killed(path, arrays):
     raise Interrupted
 
-  monkeypatch.setattr(bns, '_write_npz', killed)
+  monkeypatch.setattr(bns_files, '_write_npz', killed)
   with pytest.raises(Interrupted):
     bns_files.save(small, directory)
   # A run killed while rewriting the arrays leaves no fit.json: a rerun refits.

@@ -199,9 +199,11 @@ def test_the_training_loop_does_not_wait_for_a_dead_peer(tiny_config, tmp_path, 
                                                          error, closes):
   """Closing the checkpoint manager waits at a barrier for every process: skipped when the
   step failed because a peer is gone, done for any other error."""
+  from rnn_behaviour import checkpoints  # pylint: disable=g-import-not-at-top
   from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
+  from rnn_behaviour import train_step  # pylint: disable=g-import-not-at-top
   managers, closed = [], []
-  real = train.checkpoint_manager
+  real = checkpoints.checkpoint_manager
 
   def manager(*args, **kwargs):
     m = real(*args, **kwargs)
@@ -214,8 +216,8 @@ def test_the_training_loop_does_not_wait_for_a_dead_peer(tiny_config, tmp_path, 
       raise error
     return step
 
-  monkeypatch.setattr(train, 'checkpoint_manager', manager)
-  monkeypatch.setattr(train, 'train_step_fn', step_fn)
+  monkeypatch.setattr(checkpoints, 'checkpoint_manager', manager)
+  monkeypatch.setattr(train_step, 'train_step_fn', step_fn)
   with pytest.raises(type(error)):
     train.train(tiny_config, str(tmp_path / 'run'))
   assert closed == ([True] if closes else [])
