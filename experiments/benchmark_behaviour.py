@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from rnn_behaviour import task
-from rnn_behaviour.behaviour import bns, data, mixture, surrogate
+from rnn_behaviour.behaviour import bns, bns_cv, bns_files, data, mixture, surrogate
 
 
 def emit(**kw):
@@ -68,13 +68,13 @@ def main():
     emit(figure='bns_svi_fit_seconds', variant=label, trials=len(table),
          steps=args.svi_steps, cold=cold, warm=warm)
 
-  folds = bns.make_folds(jax.random.PRNGKey(7), len(table), 5)
+  folds = bns_cv.make_folds(jax.random.PRNGKey(7), len(table), 5)
   for label, spec in (('pooled', bns.BNSSpec()), ('subject_effects',
                                                    bns.BNSSpec(subject_effects=True))):
     seconds = []
     for _ in ('cold', 'warm'):
       t0, c0 = time.perf_counter(), time.process_time()
-      cv = bns.cross_validate_folds(jax.random.PRNGKey(11), table, spec, folds,
+      cv = bns_cv.cross_validate_folds(jax.random.PRNGKey(11), table, spec, folds,
                                     num_steps=args.cv_steps)
       seconds.append((time.perf_counter() - t0, time.process_time() - c0))
     emit(figure='bns_cv_seconds', variant=label, folds=5, steps=args.cv_steps,
@@ -82,7 +82,7 @@ def main():
          warm_cpu=seconds[1][1], heldout_lpd=float(np.nansum(cv.lpd)))
 
   with tempfile.TemporaryDirectory() as tmp:
-    bns.save(fit, os.path.join(tmp, surrogate.FIT_SUBDIR))
+    bns_files.save(fit, os.path.join(tmp, surrogate.FIT_SUBDIR))
     model = surrogate.load_response_model(tmp, 2)
   sample = jax.jit(model.sample_responses, static_argnums=2)
   for k, s in ((1000, 1000), (10000, 100)):

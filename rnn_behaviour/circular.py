@@ -186,3 +186,11 @@ def distinct_values(values, tolerance: float = EDGE_TOLERANCE, decimals: int = 6
   sums = np.bincount(group_sorted, weights=ordered)
   counts = np.bincount(group_sorted)
   return np.round(sums / counts, decimals), index.reshape(values.shape)
+
+
+def grid_separations(grid: int, min_separation: float) -> np.ndarray:
+  """Grid steps between two items on a G-point circular grid (the 'authors' plane-alignment
+  pairs): from the smallest at least min_separation (and at least 1) to the largest below pi
+  (3..11 for G = 24 and pi/4). Empty when none fits."""
+  first = max(int(np.ceil(min_separation / (TWO_PI / grid) - 1e-9)), 1)
+  return np.arange(first, (grid - 1) // 2 + 1)

@@ -50,11 +50,14 @@ from etils import epath
 import numpy as np
 import orbax.checkpoint as ocp
 
+from rnn_behaviour import checkpoints
 from rnn_behaviour import curriculum
 from rnn_behaviour import evaluate
+from rnn_behaviour import files
 from rnn_behaviour import modes
 from rnn_behaviour import train
 from rnn_behaviour import workdir as workdir_lib
+from rnn_behaviour.behaviour import pipeline
 
 COLUMNS = ('objective', 'seed', 'swap_curve_error', 'distance_ratio', 'circ_sd_error',
            'heldout_loglik')
@@ -152,13 +155,6 @@ def finished(config, run_dir: str) -> bool:
   return json.loads(member.read_text()).get('ensemble_step') == config.train.num_steps
 
 
-def _latest_step(workdir: str) -> int | None:
-  if not workdir_lib.has_checkpoint(workdir):
-    return None
-  return max(int(p.name) for p in (epath.Path(workdir) / workdir_lib.CHECKPOINT_DIR).iterdir()
-             if p.name.isdigit())
-
-
 def export_member(config, ensemble_dir: str, state, member: int, seed: int, run_dir: str):
   """Writes ensemble member `member` (its sliced TrainState) as a standalone run of seed `seed`
   in `run_dir`: its final checkpoint, config.json (the config of that seed's standalone run),
@@ -168,9 +164,9 @@ def export_member(config, ensemble_dir: str, state, member: int, seed: int, run_
   if (folder / MEMBER_FILE).exists():
     (folder / MEMBER_FILE).unlink()
   evaluate.eval_dir(folder).rmtree(missing_ok=True)    # The evaluation of the stale export.
-  checkpoints = folder / workdir_lib.CHECKPOINT_DIR
-  if checkpoints.is_dir():
-    checkpoints.rmtree()
+  checkpoint_dir = folder / workdir_lib.CHECKPOINT_DIR
+  if checkpoint_dir.is_dir():
+    checkpoint_dir.rmtree()
   train.save_config(config, run_dir)
   manager = train.checkpoint_manager(run_dir, config.train)
   try:
@@ -187,14 +183,15 @@ def export_member(config, ensemble_dir: str, state, member: int, seed: int, run_
   ensemble = posixpath.relpath(os.fspath(epath.Path(ensemble_dir)), os.fspath(folder))
   (folder / MEMBER_FILE).write_text(json.dumps(
       dict(ensemble=ensemble, member=member, seed=seed,
-           ensemble_step=_latest_step(ensemble_dir), member_step=int(state.step)), indent=2))
+           ensemble_step=checkpoints.latest_step(ensemble_dir),
+           member_step=int(state.step)), indent=2))
 
 
 def _timed(workdir: str, record: dict, work):
   """Runs `work()` and appends its wall time to `workdir/timings.jsonl`."""
   start = time.perf_counter()
   work()
-  workdir_lib.append_jsonl(os.fspath(epath.Path(workdir) / TIMINGS_FILE),
+  files.append_jsonl(os.fspath(epath.Path(workdir) / TIMINGS_FILE),
                            dict(record, seconds=time.perf_counter() - start))
 
 
@@ -222,7 +219,7 @@ def run_objective(comparison, name: str, workdir: str, behaviour_dir: str) -> No
                functools.partial(modes.run, configs[seed], run_dir, stage))
     return
   config = ensemble_config(comparison, name, behaviour_dir)
-  if _latest_step(folder) != config.train.num_steps:
+  if checkpoints.latest_step(folder) != config.train.num_steps:
     logging.info('Running %s seeds %s as one ensemble in %s', name, seeds, folder)
     _timed(workdir, dict(record, stage='train', seeds=seeds),
            functools.partial(modes.run, config, folder, 'train'))
@@ -261,7 +258,6 @@ def plot(rows: list[dict], curves: dict, path: str):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from rnn_behaviour import plots  # pylint: disable=g-import-not-at-top
   names = list(dict.fromkeys(r['objective'] for r in rows))
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   for i, metric in enumerate(('swap_curve_error', 'distance_ratio')):
@@ -287,7 +283,7 @@ def plot(rows: list[dict], curves: dict, path: str):
   ax.set_ylabel('swap rate (mean over seeds)')
   ax.legend(fontsize=7)
   fig.tight_layout()
-  plots.save_figure(fig, path, dpi=110)
+  files.save_figure(fig, path)
   plt.close(fig)
 
 
@@ -296,7 +292,6 @@ def plot_swap_functions(functions: dict, path: str):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from rnn_behaviour import plots  # pylint: disable=g-import-not-at-top
   names = list(functions)
   cols = min(3, len(names))
   rows = int(np.ceil(len(names) / cols))
@@ -322,7 +317,7 @@ def plot_swap_functions(functions: dict, path: str):
     ax.axis('off')
   axes.flat[0].legend(fontsize=7)
   fig.tight_layout()
-  plots.save_figure(fig, path, dpi=110)
+  files.save_figure(fig, path)
   plt.close(fig)
 
 
@@ -376,7 +371,6 @@ def compare(comparison, workdir: str) -> list[dict]:
     config = run_config(comparison, name, comparison.seeds[0], behaviour_dir)
     if (config.behaviour.source == 'bns' and config.behaviour.fit == behaviour_dir
         and not epath.Path(behaviour_dir).is_dir()):
-      from rnn_behaviour.behaviour import pipeline  # pylint: disable=g-import-not-at-top
       pipeline.fit_behaviour(config, workdir)
     run_objective(comparison, name, workdir, behaviour_dir)
     for seed in comparison.seeds:

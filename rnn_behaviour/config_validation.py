@@ -6,12 +6,14 @@ import os
 
 import numpy as np
 
+from rnn_behaviour import circular
 from rnn_behaviour import objectives
 from rnn_behaviour import parallel
 from rnn_behaviour import rnn
 from rnn_behaviour import task
 from rnn_behaviour.behaviour import parametric
 from rnn_behaviour.behaviour import source
+from rnn_behaviour.configs import choices
 
 
 class ConfigError(ValueError):
@@ -59,15 +61,14 @@ def _one_of(options):
 
 def _check_plane_protocol(c) -> None:
   """The paper protocol's plane-alignment variant and its pairs (analysis/paper_protocol.py)."""
-  from rnn_behaviour.analysis import paper_protocol  # pylint: disable=g-import-not-at-top
   a = c.analysis
   _check(c, 'analysis.pair_rotations', _nonnegative_int,
          "a non-negative integer (0: the variant's own)")
   _check(c, 'analysis.report_values', lambda v: _nonnegative_int(v) and (v == 0 or v >= 4),
          "0 (the variant's own) or an integer >= 4")
   if 'paper_variant' in a:
-    _check(c, 'analysis.paper_variant', _one_of(paper_protocol.VARIANTS),
-           f'one of {paper_protocol.VARIANTS}')
+    _check(c, 'analysis.paper_variant', _one_of(choices.PAPER_VARIANTS),
+           f'one of {choices.PAPER_VARIANTS}')
   if 'pair_grid' in a:
     _check(c, 'analysis.pair_grid', lambda v: _positive_int(v) and v >= 4, 'an integer >= 4')
   if 'index_samples_per_display' in a:
@@ -80,7 +81,7 @@ def _check_plane_protocol(c) -> None:
   if a.pair_rotations > grid:
     raise ConfigError(f'config.analysis.pair_rotations={a.pair_rotations} exceeds the '
                       f'{grid} grid positions of config.{grid_field}')
-  if not paper_protocol.grid_separations(grid, c.task.min_separation_cue).size:
+  if not circular.grid_separations(grid, c.task.min_separation_cue).size:
     raise ConfigError(f'config.{grid_field}={grid} has no cue separation from '
                       f'config.task.min_separation_cue={c.task.min_separation_cue:.3f} to below '
                       "pi for the authors' plane-alignment pairs")
@@ -116,7 +117,13 @@ def _check_model_options(c) -> None:
 
 def validate(config) -> None:
   """Raises ConfigError naming the first invalid field of a training/evaluation config."""
-  c = config
+  for check in (_check_sizes, _check_task, _check_network, _check_behaviour, _check_analysis,
+                _check_training, _check_layout):
+    check(config)
+
+
+def _check_sizes(c) -> None:
+  """Positive and non-negative integer sizes."""
   for field in ('task.num_items', 'task.num_tuning', 'task.epochs.stimulus', 'task.epochs.cue',
                 'model.num_units', 'model.num_branches', 'model.num_subbranches',
                 'model.time_embedding_size', 'diffusion.num_steps', 'train.num_steps',
@@ -128,6 +135,10 @@ def validate(config) -> None:
                 'task.epochs.post_cue', 'train.warmup_steps', 'train.displays_per_chunk',
                 'eval.num_plot_displays', 'eval.bns_svi_steps'):
     _check(c, field, _nonnegative_int, 'a non-negative integer')
+
+
+def _check_task(c) -> None:
+  """The task: cueing, tuning, and room on the circle for its items."""
   _check(c, 'task.cueing', _one_of(task.CUEINGS), f'one of {task.CUEINGS}')
   _check(c, 'task.tuning_concentration', _positive, 'positive')
   _check(c, 'task.min_separation_cue', _nonnegative, 'non-negative (radians)')
@@ -142,6 +153,10 @@ def validate(config) -> None:
                           f'{sep:.3f} rad apart (config.{sep_field})')
     elif n * sep >= 2 * np.pi:
       raise ConfigError(f'config.{sep_field}={sep:.3f} is too large for {n} items on a circle')
+
+
+def _check_network(c) -> None:
+  """The network, the diffusion and the objective."""
   _check(c, 'model.cell', _one_of(rnn.CELLS), f'one of {rnn.CELLS}')
   _check(c, 'model.nonlinearity', _one_of(tuple(rnn.NONLINEARITIES)),
          f'one of {tuple(rnn.NONLINEARITIES)}')
@@ -153,13 +168,17 @@ def validate(config) -> None:
   _check(c, 'diffusion.beta_max', lambda v: v >= c.diffusion.beta_min,
          f'>= config.diffusion.beta_min ({c.diffusion.beta_min})')
   _check(c, 'diffusion.radius', _positive, 'positive')
-  _check(c, 'diffusion.onset', _one_of(objectives.ONSETS), f'one of {objectives.ONSETS}')
+  _check(c, 'diffusion.onset', _one_of(rnn.ONSETS), f'one of {rnn.ONSETS}')
   _check(c, 'diffusion.onset_weight', _nonnegative, 'non-negative')
   _check(c, 'diffusion.response_noise', _one_of(rnn.RESPONSE_NOISES),
          f'one of {rnn.RESPONSE_NOISES}')
   _check_model_options(c)
   _check(c, 'objective.name', _one_of(objectives.OBJECTIVES), f'one of {objectives.OBJECTIVES}')
   _check(c, 'objective.state_weight', _nonnegative, 'non-negative')
+
+
+def _check_behaviour(c) -> None:
+  """The target behaviour, the learning rate and the evaluation kernel."""
   _check(c, 'behaviour.source', _one_of(source.SOURCES), f'one of {source.SOURCES}')
   _check(c, 'behaviour.signature', _one_of(source.SIGNATURES), f'one of {source.SIGNATURES}')
   _check(c, 'behaviour.swap_kind', _one_of(parametric.SWAP_KINDS),
@@ -170,14 +189,18 @@ def validate(config) -> None:
   _check(c, 'behaviour.kappa', _positive, 'positive')
   _check(c, 'train.learning_rate', _positive, 'positive')
   _check(c, 'eval.kde_concentration', _positive, 'positive')
+
+
+def _check_analysis(c) -> None:
+  """The analyses (either protocol)."""
   if 'analysis' in c:
     for field in ('analysis.samples_per_display', 'analysis.num_bootstrap',
                   'analysis.num_shuffles', 'analysis.num_fixed_point_starts'):
       _check(c, field, _positive_int, 'a positive integer')
     _check(c, 'analysis.num_bins', lambda v: _positive_int(v) and v >= 2, 'an integer >= 2')
   if 'analysis' in c and 'protocol' in c.analysis:
-    from rnn_behaviour.analysis import run_paper  # pylint: disable=g-import-not-at-top
-    _check(c, 'analysis.protocol', _one_of(run_paper.PROTOCOLS), f'one of {run_paper.PROTOCOLS}')
+    _check(c, 'analysis.protocol', _one_of(choices.ANALYSIS_PROTOCOLS),
+           f'one of {choices.ANALYSIS_PROTOCOLS}')
     _check(c, 'analysis.swap_displays', _positive_int, 'a positive integer')
     _check(c, 'analysis.reported_bins', lambda v: _positive_int(v) and v >= 3, 'an integer >= 3')
     _check(c, 'analysis.pair_distance_step', _positive, 'positive (radians)')
@@ -186,6 +209,10 @@ def validate(config) -> None:
     _check(c, 'analysis.cue_separation',
            lambda v: _finite(v) and c.task.min_separation_cue - 1e-6 <= v <= np.pi + 1e-6,
            f'in [config.task.min_separation_cue ({c.task.min_separation_cue:.3f}), pi]')
+
+
+def _check_training(c) -> None:
+  """The optimiser, the schedule, divergence and warm starts."""
   _check(c, 'train.grad_clip', _nonnegative, 'non-negative (0 disables clipping)')
   if 'schedule' in c.train:
     _check(c, 'train.schedule', lambda v: v in ('cosine', 'constant'), "'cosine' or 'constant'")
@@ -207,6 +234,10 @@ def validate(config) -> None:
     if c.train.init_from and not os.path.isdir(c.train.init_from):
       raise ConfigError(f'config.train.init_from={c.train.init_from!r} is not a directory '
                         '(the workdir of a finished run)')
+
+
+def _check_layout(c) -> None:
+  """The device layout, the displays and their chunks."""
   parallel.validate(c)
   if 'parallel' in c:
     # Divisibility by a fixed device count; with num_devices=0 (all) it is checked on the mesh.

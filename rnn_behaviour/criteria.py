@@ -37,6 +37,7 @@ import ml_collections
 import numpy as np
 
 from rnn_behaviour import circular
+from rnn_behaviour import files
 from rnn_behaviour import task as task_lib
 from rnn_behaviour.behaviour import source
 
@@ -209,10 +210,8 @@ def read_curve(workdir: str) -> list[dict]:
 def write_curve(workdir: str, rows: list[dict], tolerance: float | None = None) -> None:
   """The learning curve as CSV (rows sorted by step and member) and a figure."""
   rows = sorted(rows, key=lambda r: (r['step'], r['member']))
-  text = ','.join(CURVE_COLUMNS) + '\n' + ''.join(
-      f"{r['step']},{r['member']},{r['swap_rate']:.6g},{r['target_swap_rate']:.6g},"
-      f"{r['max_bin_error']:.6g},{bool(r['met'])}\n" for r in rows)
-  (epath.Path(workdir) / CURVE_CSV).write_text(text)
+  files.write_csv(epath.Path(workdir) / CURVE_CSV, CURVE_COLUMNS,
+                  [dict(r, met=bool(r['met'])) for r in rows])
   try:
     plot_curve(rows, epath.Path(workdir) / CURVE_PNG, tolerance)
   except Exception as error:  # pylint: disable=broad-except
@@ -224,7 +223,6 @@ def plot_curve(rows: list[dict], path, tolerance: float | None = None) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from rnn_behaviour import plots  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(5.5, 3.4))
   members = sorted({r['member'] for r in rows})
   for m in members:
@@ -246,7 +244,7 @@ def plot_curve(rows: list[dict], path, tolerance: float | None = None) -> None:
   ax.set_ylim(0, max(0.55, max([r['swap_rate'] for r in rows] + [0.1])))
   ax.legend(fontsize=7)
   fig.tight_layout()
-  plots.save_figure(fig, path)
+  files.save_figure(fig, path)
   plt.close(fig)
 
 

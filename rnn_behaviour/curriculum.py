@@ -38,8 +38,9 @@ from absl import logging
 from etils import epath
 import ml_collections
 
+from rnn_behaviour import checkpoints
+from rnn_behaviour import config_validation
 from rnn_behaviour import criteria
-from rnn_behaviour import modes
 from rnn_behaviour import train
 
 
@@ -102,13 +103,6 @@ class StageNotLearned(RuntimeError):
   """A curriculum stage used its budget without meeting its criterion; the chain stopped."""
 
 
-def _checkpoint_steps(workdir: str) -> list[int]:
-  folder = epath.Path(workdir) / 'checkpoints'
-  if not folder.is_dir():
-    return []
-  return [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
-
-
 def is_finished(config, workdir: str) -> bool:
   """Whether a stage has ended: its criterion record says so, or (a stage without criterion)
   it holds a checkpoint at config.train.num_steps."""
@@ -116,7 +110,7 @@ def is_finished(config, workdir: str) -> bool:
   if record is not None and record.get('ended'):
     # Not met within its budget: a raised budget (config.train.num_steps) resumes it.
     return record['met'] or record['budget'] >= config.train.num_steps
-  steps = _checkpoint_steps(workdir)
+  steps = checkpoints.all_steps(workdir)
   return bool(steps) and max(steps) >= config.train.num_steps
 
 
@@ -137,7 +131,7 @@ def _train_with_criterion(config, workdir: str, settings, upstream_unlearned) ->
       check=criteria.make_checker(config, built.sample, num_members, settings, workdir),
       settings=settings, num_members=num_members, workdir=workdir,
       rows=criteria.read_curve(workdir))
-  already = _checkpoint_steps(workdir)
+  already = checkpoints.all_steps(workdir)
   if already and max(already) >= config.train.num_steps:
     # Trained to its budget before it had a criterion (or killed before the record was
     # written): judge its final network once.
@@ -212,7 +206,8 @@ def run(curriculum, workdir: str, stages=None) -> dict[str, str]:
                    'at most' if settings is not None else '', config.train.num_steps,
                    dirs[name])
       if settings is None:
-        modes.run(config, dirs[name], 'train')
+        config_validation.validate(config)
+        train.train(config, dirs[name])
         record = None
       else:
         record = _train_with_criterion(config, dirs[name], settings, upstream)

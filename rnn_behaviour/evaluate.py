@@ -7,11 +7,8 @@ report feature); "swap rate" is the fraction of responses nearest a non-target.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
-import math
-import os
 
 from absl import logging
 from etils import epath
@@ -19,12 +16,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_behaviour import checkpoints
 from rnn_behaviour import circular
+from rnn_behaviour import files
 from rnn_behaviour import progress
-from rnn_behaviour import rnn
+from rnn_behaviour import run_record
 from rnn_behaviour import task as task_lib
+from rnn_behaviour import train_step
 from rnn_behaviour import workdir as workdir_lib
+from rnn_behaviour.behaviour import bns
+from rnn_behaviour.behaviour import data as data_lib
+from rnn_behaviour.behaviour import mixture
+from rnn_behaviour.behaviour import parametric
 from rnn_behaviour.behaviour import source
+from rnn_behaviour.behaviour import surrogate as surrogate_lib
 
 EVAL_DIR = 'eval'
 SWAP_RATE_CSV = 'swap_rate_by_cue_distance.csv'
@@ -35,47 +40,12 @@ SUMMARY_JSON = 'summary.json'
 STAGES = ('load the trained network', 'sample the network', 'sample the generating model',
           'fit mixtures', 'held-out log-likelihood', 'fit BNS swap functions',
           'write results and figures')
-
-
-def sample_network(network: rnn.Network, variables, displays: task_lib.Displays, task_config,
-                   key, num_samples: int, onset: str, displays_per_chunk: int = 64,
-                   what: str | None = None):
-  """(K, S) network responses, computed a chunk of displays at a time to bound memory.
-
-  With `what`, progress over the chunks is reported under that name (see `progress`).
-  """
-
-  @jax.jit
-  def run(chunk, k):
-    epoch_inputs = task_lib.epoch_inputs_from_config(chunk, task_config)
-    return network.sample(variables, epoch_inputs, k, num_samples, onset=onset)[0]
-
-  starts = range(0, displays.num_displays, displays_per_chunk)
-  reporter = progress.ProgressReporter(len(starts), what, unit='chunk') if what else None
-  outputs = []
-  for i, start in enumerate(starts):
-    chunk = displays[start:start + displays_per_chunk]
-    outputs.append(run(chunk, jax.random.fold_in(key, i)).block_until_ready())
-    if reporter:
-      reporter.update(i + 1)
-  if reporter:
-    reporter.close()
-  return jnp.concatenate(outputs)
-
-
-def nearest_item(responses, displays: task_lib.Displays):
-  """(K, S) index of the item whose report feature is nearest each response.
-
-  `circular.nearest_item` with the cued item winning ties (a response equidistant from the
-  target and a non-target is not a swap).
-  """
-  return circular.nearest_item(responses, displays.report[:, None, :],
-                               preferred=displays.cued[:, None])
+DISPLAYS_PER_CHUNK = 64   # Displays a sampling call draws at once: bounds the memory used.
 
 
 def item_frequencies(responses, displays: task_lib.Displays):
   """(K, N) fraction of each display's responses nearest each item."""
-  nearest = nearest_item(responses, displays)
+  nearest = task_lib.nearest_item(responses, displays)
   return jnp.mean(jax.nn.one_hot(nearest, displays.num_items), axis=1)
 
 
@@ -150,8 +120,6 @@ def kde_log_likelihood(samples, observed, concentration: float) -> float:
 
 def mixture_summary(displays: task_lib.Displays, responses) -> dict:
   """Three-component mixture (Bays et al. 2009) fitted to all responses on the displays."""
-  from rnn_behaviour.behaviour import data as data_lib  # pylint: disable=g-import-not-at-top
-  from rnn_behaviour.behaviour import mixture  # pylint: disable=g-import-not-at-top
   row = mixture.fit(data_lib.from_displays(displays, responses), 'three_component').rows()[0]
   return {k: row[k] for k in ('kappa', 'sd', 'p_t', 'p_n', 'p_u')}
 
@@ -164,8 +132,6 @@ def fit_swap_function(key, displays: task_lib.Displays, responses, num_steps: in
   [min_distance, pi] (displays never hold items closer than their minimum separation, so f is
   not identified below it), as lists under 'distance', 'mean', 'lower', 'upper'.
   """
-  from rnn_behaviour.behaviour import bns  # pylint: disable=g-import-not-at-top
-  from rnn_behaviour.behaviour import data as data_lib  # pylint: disable=g-import-not-at-top
   table = data_lib.from_displays(displays, responses)
   fit = bns.fit(key, table, bns.BNSSpec(dimension='cue'), num_steps=num_steps,
                 num_samples=200)
@@ -175,7 +141,6 @@ def fit_swap_function(key, displays: task_lib.Displays, responses, num_steps: in
 def swap_function_of(fit, set_size: int, min_distance: float = 0.0,
                      num_points: int = 61) -> dict:
   """A BNS fit's swap logit over cue distance for one set size (see `fit_swap_function`)."""
-  from rnn_behaviour.behaviour import bns  # pylint: disable=g-import-not-at-top
   rows = [r for r in bns.swap_function_grid(fit, num_points)
           if r['set_size'] == set_size and r['dimension'] == 'cue'
           and r['distance'] >= min_distance - circular.EDGE_TOLERANCE]
@@ -208,13 +173,11 @@ def judge_swap_function(config, workdir: str, displays: task_lib.Displays, netwo
                                      min_distance)
   distance = np.asarray(curves['network']['distance'])
   if config.behaviour.source == 'parametric' and config.behaviour.swap_kind != 'none':
-    from rnn_behaviour.behaviour import parametric  # pylint: disable=g-import-not-at-top
     exact = np.asarray(parametric.from_config(config.behaviour).swap_logit(distance)).tolist()
     curves['exact'] = {'distance': distance.tolist(), 'mean': exact, 'lower': exact,
                        'upper': exact}
   fit_dir = source.target_fit_dir(config, workdir)
   if fit_dir:
-    from rnn_behaviour.behaviour import surrogate as surrogate_lib  # pylint: disable=g-import-not-at-top
     curves['data_fit'] = swap_function_of(surrogate_lib.load_fit(fit_dir), displays.num_items,
                                           min_distance)
   logit_error = np.mean(np.abs(np.subtract(curves['network']['mean'],
@@ -255,7 +218,6 @@ def heldout_observations(config, key, target_model, displays):
   Returns (displays, observed (K,), description).
   """
   if 'data' in config and config.data.get('path'):
-    from rnn_behaviour.behaviour import data as data_lib  # pylint: disable=g-import-not-at-top
     table = data_lib.load(config.data)
     keep = np.flatnonzero(table.set_size == config.task.num_items)
     if keep.size:
@@ -342,30 +304,13 @@ def swap_rate_rows(summary: dict) -> list[dict]:
           for b, centre in enumerate(bins['centres'])]
 
 
-def _csv_cell(value):
-  if isinstance(value, (float, np.floating)):
-    return 'NaN' if math.isnan(value) else repr(float(value))
-  return value
-
-
-def write_csv(path, columns, rows) -> str:
-  """Writes rows (dicts) as CSV with a header; floats in full precision, NaN as 'NaN'."""
-  text = io.StringIO(newline='')
-  writer = csv.DictWriter(text, fieldnames=list(columns))
-  writer.writeheader()
-  for row in rows:
-    writer.writerow({k: _csv_cell(v) for k, v in row.items()})
-  epath.Path(path).write_bytes(text.getvalue().encode())
-  return os.fspath(path)
-
-
 def write_tables(summary: dict, out: str) -> list[str]:
   """The judgement as flat CSV in `out`: `swap_rate_by_cue_distance.csv` (a row per bin) and
   `summary.csv` (one row: every scalar of the summary, columns named by their path)."""
   flat = flatten_scalars(summary)
   out = epath.Path(out)
-  return [write_csv(out / SWAP_RATE_CSV, SWAP_RATE_COLUMNS, swap_rate_rows(summary)),
-          write_csv(out / SUMMARY_CSV, flat, [flat])]
+  return [files.write_csv(out / SWAP_RATE_CSV, SWAP_RATE_COLUMNS, swap_rate_rows(summary)),
+          files.write_csv(out / SUMMARY_CSV, list(flat), [flat])]
 
 
 def eval_dir(workdir, member: int | None = None) -> epath.Path:
@@ -392,40 +337,64 @@ def evaluate(config, workdir: str, member: int | None = None):
   `swap_rate_by_cue_distance.csv`, PNG figures and the completeness marker; the folder appears
   whole or not at all (read it with `read_summary`). Reports each stage as it runs.
 
-  For a seed ensemble (config.train.ensemble_size = E > 1) each member is evaluated on the same
-  held-out displays and written to `eval/member_<i>/`; the list of their summaries is
-  returned. `member` evaluates one member only.
+  For a seed ensemble (config.train.ensemble_size = E > 1) every member samples the same
+  held-out displays in one vmapped call, and each is judged and written to `eval/member_<i>/`;
+  the list of their summaries is returned. `member` evaluates one member only.
   """
-  from rnn_behaviour import train
-
-  num_members = train.ensemble_size(config)
-  if num_members > 1 and member is None:
-    summaries = []
-    for i in range(num_members):
-      progress.say(f'Evaluating ensemble member {i + 1} of {num_members} '
-                   f'(seed {train.member_seeds(config)[i]}).')
-      summaries.append(evaluate(config, workdir, member=i))
-    return summaries
-  return _evaluate_one(config, workdir, member if num_members > 1 else None)
+  num_members = train_step.ensemble_size(config)
+  if num_members == 1:
+    return _evaluate(config, workdir, [None])[0]
+  if member is not None:
+    return _evaluate(config, workdir, [member])[0]
+  return _evaluate(config, workdir, list(range(num_members)))
 
 
-def _evaluate_one(config, workdir: str, member: int | None) -> dict:
-  from rnn_behaviour import plots  # Matplotlib only where figures are made.
-  from rnn_behaviour import train
-
+def _evaluate(config, workdir: str, members: list) -> list[dict]:
+  """The evaluation of `members` ([None]: a single run), sampled together, judged one by one."""
   c = config.eval
   stages = progress.Stages('evaluate', [name for name in STAGES if c.bns_svi_steps > 0
                                         or name != 'fit BNS swap functions'])
   with stages.stage('load the trained network'):
-    network, state = train.load_trained(config, workdir, member=member)
+    sample, state = checkpoints.load_trained(config, workdir)
+    if members != [None]:
+      state = jax.tree_util.tree_map(lambda a: a[np.asarray(members)], state)
     behaviour_model = source.target_model_from_config(config, workdir)
   key_displays, key_network, key_surrogate, key_reference = jax.random.split(
       jax.random.key(c.seed), 4)
+  key_heldout, key_heldout_net, key_heldout_sur = jax.random.split(
+      jax.random.fold_in(jax.random.key(c.seed), 1), 3)
   displays = task_lib.displays_from_config(key_displays, c.num_displays, config.task)
+  held_displays, observed, description = heldout_observations(
+      config, key_heldout, behaviour_model, displays)
   with stages.stage('sample the network') as what:
-    network_responses = sample_network(network, state.variables, displays, config.task,
-                                       key_network, c.samples_per_display,
-                                       config.diffusion.onset, what=what)
+    drawn = [sample.chunked(state.variables, d, key, c.samples_per_display, DISPLAYS_PER_CHUNK,
+                            members=members != [None], what=what)
+             for d, key in ((displays, key_network), (held_displays, key_heldout_net))]
+  summaries = []
+  for i, member in enumerate(members):
+    if member is not None:
+      progress.say(f'Evaluating ensemble member {member + 1} of '
+                   f'{train_step.ensemble_size(config)} '
+                   f'(seed {train_step.member_seeds(config)[member]}).')
+    network = drawn[0] if member is None else drawn[0][i]
+    held_network = drawn[1] if member is None else drawn[1][i]
+    steps = int(np.asarray(state.step).reshape(-1)[i])
+    summaries.append(_judge_member(
+        config, workdir, member, stages, behaviour_model, steps, displays, network,
+        (key_surrogate, key_reference, key_heldout_sur),
+        (held_displays, observed, description, held_network)))
+  return summaries
+
+
+def _judge_member(config, workdir: str, member: int | None, stages, behaviour_model,
+                  trained_steps: int, displays, network_responses, keys, heldout) -> dict:
+  """One network's responses against the generating model's: the summary, written to its
+  folder (`eval_dir`)."""
+  from rnn_behaviour import plots  # Matplotlib only where figures are made.
+
+  c = config.eval
+  key_surrogate, key_reference, key_heldout_sur = keys
+  held_displays, observed, description, held_network = heldout
   with stages.stage('sample the generating model'):
     sample = jax.jit(behaviour_model.sample_responses, static_argnums=2)
     surrogate = sample(key_surrogate, displays, c.samples_per_display)
@@ -433,27 +402,19 @@ def _evaluate_one(config, workdir: str, member: int | None) -> dict:
     weights = behaviour_model.mixture_weights(displays)
     edges = cue_bin_edges(c.num_cue_bins, config.task.min_separation_cue)
     summary = summarise(displays, network_responses, surrogate, reference, weights, edges)
-  summary['trained_steps'] = int(state.step)
+  summary['trained_steps'] = trained_steps
   if member is not None:
-    summary['member'] = {'index': member, 'seed': train.member_seeds(config)[member]}
+    summary['member'] = {'index': member, 'seed': train_step.member_seeds(config)[member]}
   with stages.stage('fit mixtures'):
     summary['mixture_fit'] = {'network': mixture_summary(displays, network_responses),
                               'truth': mixture_summary(displays, surrogate)}
   summary['guess_rate'] = {name: fit['p_u'] for name, fit in summary['mixture_fit'].items()}
-  with stages.stage('held-out log-likelihood') as what:
-    key_heldout, key_heldout_net, key_heldout_sur = jax.random.split(jax.random.fold_in(
-        jax.random.key(c.seed), 1), 3)
-    held_displays, observed, description = heldout_observations(
-        config, key_heldout, behaviour_model, displays)
-    held_network = sample_network(network, state.variables, held_displays, config.task,
-                                  key_heldout_net, c.samples_per_display,
-                                  config.diffusion.onset, what=what)
+  with stages.stage('held-out log-likelihood'):
     held_model = sample(key_heldout_sur, held_displays, c.samples_per_display)
     summary['heldout_loglik'] = {
         'observations': description, 'kde_concentration': c.kde_concentration,
         'network': kde_log_likelihood(held_network, observed, c.kde_concentration),
         'behaviour_model': kde_log_likelihood(held_model, observed, c.kde_concentration)}
-
   if c.bns_svi_steps > 0:
     with stages.stage('fit BNS swap functions'):
       summary['bns_swap_function'] = judge_swap_function(config, workdir, displays,
@@ -471,7 +432,8 @@ def _evaluate_one(config, workdir: str, member: int | None) -> dict:
     write_tables(summary, out)
     plots.response_histograms(arrays, out / 'response_histograms.png', c.num_plot_displays)
     plots.swap_rate_by_distance(summary, out / 'swap_rate_by_cue_distance.png')
-    plots.training_curve(train.read_metrics(workdir, member=member), out / 'training_loss.png')
+    plots.training_curve(run_record.read_metrics(workdir, member=member),
+                         out / 'training_loss.png')
     if 'bns_swap_function' in summary:
       plots.swap_function(summary['bns_swap_function'], out / 'swap_function.png')
   sr = summary['swap_rate']
@@ -495,8 +457,6 @@ def judge_on_trials(config, workdir: str, samples_per_trial: int = 16) -> dict:
   responses under the network's kernel density and the kappa used; and errors (response minus
   target, rad: 'network' (T * S,), 'data' (T,)) for figures.
   """
-  from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
-  from rnn_behaviour.behaviour import data as data_lib  # pylint: disable=g-import-not-at-top
   if not ('data' in config and config.data.get('path')):
     raise ValueError('judge_on_trials needs config.data.path (trial data to judge against)')
   table = data_lib.load(config.data)
@@ -507,10 +467,10 @@ def judge_on_trials(config, workdir: str, samples_per_trial: int = 16) -> dict:
   table = table.take(keep)
   displays = table.displays()
   observed = jnp.asarray(table.response, jnp.float32)
-  network, state = train.load_trained(config, workdir)
-  responses = sample_network(network, state.variables, displays, config.task,
-                             jax.random.key(config.eval.seed + 3), samples_per_trial,
-                             config.diffusion.onset, what='the network on the real trials')
+  sample, state = checkpoints.load_trained(config, workdir)
+  responses = sample.chunked(state.variables, displays, jax.random.key(config.eval.seed + 3),
+                             samples_per_trial, DISPLAYS_PER_CHUNK,
+                             what='the network on the real trials')
   edges = cue_bin_edges(config.eval.num_cue_bins, config.task.min_separation_cue)
   net_bins, pairs = swap_rate_by_cue_distance(item_frequencies(responses, displays), displays,
                                               edges)

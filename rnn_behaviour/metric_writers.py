@@ -18,22 +18,21 @@ google-cloud-storage (the package's `gcs` extra installs both).
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from typing import Mapping
 
 from etils import epath
+import jax
 import numpy as np
 
-from rnn_behaviour import workdir as workdir_lib
+from rnn_behaviour import files
 
 JSONL_FILE = 'metrics.jsonl'
 
 
 def _is_chief() -> bool:
   """Only the first process writes metrics (ARCHITECTURE: hosts are processes)."""
-  import jax  # pylint: disable=g-import-not-at-top
   return jax.process_index() == 0
 
 
@@ -75,7 +74,7 @@ class MetricWriter:
     record = {'step': int(step), **{k: _as_float(k, v) for k, v in scalars.items()}}
     if not self._active:
       return record
-    workdir_lib.append_jsonl(self.jsonl_path, record, sort_keys=False)
+    files.append_jsonl(self.jsonl_path, record, sort_keys=False)
     if self._tb is not None:
       for name, value in record.items():
         if name != 'step':
@@ -96,14 +95,6 @@ class MetricWriter:
 
   def __exit__(self, *exc) -> None:
     self.close()
-
-
-def read_jsonl(path: str) -> list[dict]:
-  """The records of a JSON-lines metrics file, in order ([] if it does not exist)."""
-  path = epath.Path(path)
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _records(path: str):

@@ -6,7 +6,11 @@ from rnn_behaviour import config_validation
 from rnn_behaviour import evaluate
 from rnn_behaviour import parallel
 from rnn_behaviour import train
+from rnn_behaviour import lab_report
 from rnn_behaviour import workdir as workdir_lib
+from rnn_behaviour.analysis import run_analysis
+from rnn_behaviour.analysis import run_paper
+from rnn_behaviour.behaviour import pipeline
 
 MODES = ('train', 'evaluate', 'all', 'fit_behaviour', 'analyse', 'report')
 
@@ -28,7 +32,6 @@ def run(config, workdir: str, mode: str, restart: bool = False) -> None:
   if mode == 'report':
     workdir_lib.check(workdir)
     if parallel.is_chief():
-      from rnn_behaviour import lab_report  # pylint: disable=g-import-not-at-top
       lab_report.run(config, workdir)
     parallel.barrier('report done')
     return
@@ -37,7 +40,6 @@ def run(config, workdir: str, mode: str, restart: bool = False) -> None:
                                  and not config.behaviour.fit):
     # One process fits; in a multi-process job the others wait for its outputs.
     if parallel.is_chief():
-      from rnn_behaviour.behaviour import pipeline  # pylint: disable=g-import-not-at-top
       pipeline.fit_behaviour(config, workdir)
     parallel.barrier('behaviour fitted')
     if mode == 'fit_behaviour':
@@ -56,10 +58,8 @@ def _judge(config, workdir: str, mode: str) -> None:
   if mode == 'analyse':
     # Workdirs saved before the paper protocol existed keep today's design-grid analysis.
     if config.analysis.get('protocol', 'design_grid') == 'paper':
-      from rnn_behaviour.analysis import run_paper  # pylint: disable=g-import-not-at-top
       run_paper.analyse(config, workdir)
     else:
-      from rnn_behaviour.analysis import run_analysis  # pylint: disable=g-import-not-at-top
       run_analysis.analyse(config, workdir)
     return
   evaluate.evaluate(config, workdir)

@@ -14,10 +14,10 @@ import jax.numpy as jnp
 
 from rnn_behaviour import diffusion
 from rnn_behaviour import rnn
+from rnn_behaviour import sampling
 from rnn_behaviour import task as task_lib
 
 OBJECTIVES = ('diffusion', 'task_optimal', 'behaviour_mse', 'moment_matching', 'free_running')
-ONSETS = ('reset', 'regularise')
 ONSET_PENALTIES = ('moments', 'mean_norm')     # Today's mean-and-covariance mismatch, or the
                                                # authors' norm of the mean readout.
 STATE_PENALTIES = ('mean_square', 'mean_norm')  # Today's mean x^2 over every step, or the
@@ -147,7 +147,7 @@ def teacher_forced_response(network: rnn.Network, variables, response_drives, x,
 
   steps = (response_drives[::-1], sigmas[::-1], ys[::-1], mus[::-1],
            jax.random.split(key, network.schedule.num_steps))
-  _, outputs = jax.lax.scan(network._maybe_remat(body), x, steps)
+  _, outputs = jax.lax.scan(network.maybe_remat(body), x, steps)
   return tuple(o[::-1] for o in outputs)
 
 
@@ -167,7 +167,7 @@ def make_diffusion_loss(config, network: rnn.Network) -> LossFn:
   authors' `onset_mean_norm_penalty`. Trials start from `network.initial_states`.
   """
   radius = config.diffusion.radius
-  onset = config.diffusion.onset
+  onset = network.onset
   onset_weight = config.diffusion.onset_weight
   state_weight = config.objective.state_weight
   denoise_scale = float(config.objective.get('denoise_scale', 1.0))
@@ -206,11 +206,10 @@ def make_diffusion_loss(config, network: rnn.Network) -> LossFn:
   return loss_fn
 
 
-def _free_run(network: rnn.Network, variables, batch: Batch, key, task_config, onset: str):
-  """The whole trial run freely (reparameterised noise): responses (K, S) and states."""
-  epoch_inputs = task_lib.epoch_inputs_from_config(batch.displays, task_config)
-  return network.sample(variables, epoch_inputs, key, batch.responses.shape[1], onset=onset,
-                        record=True)
+def _free_run(sample: sampling.Sampler, variables, batch: Batch, key):
+  """The whole trial run freely (reparameterised noise) through the seam: responses (K, S)
+  and states (T_all, K, S, n)."""
+  return sample(variables, batch.displays, key, batch.responses.shape[1], record=True)
 
 
 def make_readout_mse_loss(config, network: rnn.Network, target: str) -> LossFn:
@@ -223,9 +222,10 @@ def make_readout_mse_loss(config, network: rnn.Network, target: str) -> LossFn:
   radius = config.diffusion.radius
   state_weight = config.objective.state_weight
 
+  sample = sampling.make_sampler(config, network)
   def loss_fn(params, constants, batch: Batch, key):
     variables = {'params': params, 'constants': constants}
-    _, states = _free_run(network, variables, batch, key, config.task, config.diffusion.onset)
+    _, states = _free_run(sample, variables, batch, key)
     if target == 'task_optimal':
       angle = jnp.broadcast_to(batch.displays.cued_report()[:, None], batch.responses.shape)
     else:
@@ -259,15 +259,16 @@ def make_free_running_loss(config, network: rnn.Network) -> LossFn:
   authors ran it on swap-free data.
   """
   radius = config.diffusion.radius
-  onset = config.diffusion.onset
+  onset = network.onset
   onset_weight = config.diffusion.onset_weight
   state_weight = config.objective.state_weight
   state_penalty = config.objective.get('state_penalty', 'mean_square')
   trial_length = network.epochs.trial_length
 
+  sample = sampling.make_sampler(config, network)
   def loss_fn(params, constants, batch: Batch, key):
     variables = {'params': params, 'constants': constants}
-    _, states = _free_run(network, variables, batch, key, config.task, onset)
+    _, states = _free_run(sample, variables, batch, key)
     goal = diffusion.angle_to_point(batch.responses, radius)
     readout = network.readout(variables, states[trial_length:])
     mse = 0.5 * jnp.mean(jnp.sum((readout - goal)**2, axis=-1))
@@ -316,10 +317,10 @@ def make_moment_matching_loss(config, network: rnn.Network) -> LossFn:
   radius = config.diffusion.radius
   state_weight = config.objective.state_weight
 
+  sample = sampling.make_sampler(config, network)
   def loss_fn(params, constants, batch: Batch, key):
     variables = {'params': params, 'constants': constants}
-    responses, states = _free_run(network, variables, batch, key, config.task,
-                                  config.diffusion.onset)
+    responses, states = _free_run(sample, variables, batch, key)
     moments = jnp.mean(jnp.sum((trig_moments(responses) - trig_moments(batch.responses))**2, -1))
     swap = (soft_swap_rate(responses, batch.displays)
             - soft_swap_rate(batch.responses, batch.displays))**2

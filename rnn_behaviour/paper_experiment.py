@@ -36,6 +36,7 @@ import numpy as np
 
 from rnn_behaviour import curriculum
 from rnn_behaviour import diffusion
+from rnn_behaviour import files
 from rnn_behaviour import task as task_lib
 from rnn_behaviour.analysis import decoding
 from rnn_behaviour.analysis import paper_protocol as pp
@@ -211,7 +212,7 @@ def plot_experiment(groups: dict, folders: dict, path_alignment: str, path_predi
       ax.text(0.5, 0.5, 'No network learned cue selection:\nnothing to interpret.',
               ha='center', va='center')
       ax.set_axis_off()
-      analysis_plots.save_figure(fig, path, dpi=120)
+      files.save_figure(fig, path)
       plt.close(fig)
     return
   cueings = sorted({c for c, _ in groups}, key=lambda c: c != 'probe')
@@ -241,7 +242,7 @@ def plot_experiment(groups: dict, folders: dict, path_alignment: str, path_predi
                  fontsize=9, pad=14)
     ax.legend(fontsize=7)
   fig.tight_layout()
-  analysis_plots.save_figure(fig, path_alignment, dpi=120)
+  files.save_figure(fig, path_alignment)
   plt.close(fig)
 
   fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -258,7 +259,7 @@ def plot_experiment(groups: dict, folders: dict, path_alignment: str, path_predi
   ax.set_title('The prediction: nearer cues, more aligned before the cue?', fontsize=9)
   ax.legend(fontsize=7)
   fig.tight_layout()
-  analysis_plots.save_figure(fig, path_prediction, dpi=120)
+  files.save_figure(fig, path_prediction)
   plt.close(fig)
 
 

@@ -41,8 +41,10 @@ import re
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
+import orbax.checkpoint as ocp
 
 from rnn_behaviour import errors
 from rnn_behaviour import workdir as workdir_lib
@@ -161,14 +163,12 @@ def shard_displays(tree, mesh: Mesh | None):
 def barrier(name: str) -> None:
   """Waits until every process of a multi-process job gets here (no-op in one process)."""
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
 
 
 def single_process_options():
   """Orbax options for a checkpoint read by this process alone (e.g. evaluation on process 0
   of a multi-process job), so that Orbax waits for no other process."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   me = jax.process_index()
   return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
 

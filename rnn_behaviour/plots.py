@@ -5,15 +5,10 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use('Agg')
-from etils import epath  # pylint: disable=g-import-not-at-top
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-
-def save_figure(fig, path, dpi: int = 110) -> None:
-  """Writes `fig` as a PNG to `path` (local or cloud, through etils.epath)."""
-  with epath.Path(path).open('wb') as f:
-    fig.savefig(f, format='png', dpi=dpi)
+from rnn_behaviour import files  # pylint: disable=g-import-not-at-top
 
 
 def _choose_displays(weights, cued, count: int):
@@ -61,7 +56,7 @@ def response_histograms(arrays, path: str, count: int = 6, bins: int = 48):
   fig.legend(unique.values(), unique.keys(), loc='upper center', ncol=4, fontsize=8,
              bbox_to_anchor=(0.5, 1 - 0.3 / height))
   fig.tight_layout(rect=(0, 0, 1, 1 - 0.8 / height))
-  save_figure(fig, path)
+  files.save_figure(fig, path)
   plt.close(fig)
 
 
@@ -81,7 +76,7 @@ def swap_rate_by_distance(summary: dict, path: str):
                f"{summary['samples_per_display']} samples)\n"
                f"max |network - truth| = {rates['max_abs_error']:.3f}", fontsize=9)
   fig.tight_layout()
-  save_figure(fig, path)
+  files.save_figure(fig, path)
   plt.close(fig)
 
 
@@ -108,7 +103,7 @@ def swap_function(result: dict, path: str):
                fontsize=9)
   ax.legend(fontsize=7)
   fig.tight_layout()
-  save_figure(fig, path)
+  files.save_figure(fig, path)
   plt.close(fig)
 
 
@@ -128,7 +123,7 @@ def training_curve(metrics: list[dict], path: str):
   ax.set_ylabel('loss (squared readout units, log scale)')
   ax.set_title('Training loss', fontsize=9)
   fig.tight_layout()
-  save_figure(fig, path)
+  files.save_figure(fig, path)
   plt.close(fig)
 
 
@@ -157,5 +152,5 @@ def network_vs_trials(result: dict, path: str, bins: int = 48):
   right.set_title('Swap rate by cue distance on the real displays', fontsize=9)
   right.legend(fontsize=8)
   fig.tight_layout()
-  save_figure(fig, path)
+  files.save_figure(fig, path)
   plt.close(fig)

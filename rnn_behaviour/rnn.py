@@ -29,6 +29,8 @@ from rnn_behaviour import task as task_lib
 
 CELLS = ('rate', 'dendritic')
 RESPONSE_NOISES = ('all', 'readout')
+ONSETS = ('reset', 'regularise')             # The readout at response onset: a prior draw, or
+                                             # the network's own (regularised by the loss).
 SOMAS = ('linear', 'softplus')               # Dendritic cell: the unit's output F.
 TIME_LEVELS = ('leaves', 'all')              # Dendritic cell: where the time signal enters.
 INPUT_PROJECTIONS = ('dense', 'factorised')  # Inputs -> leaves: one matrix, or the authors'
@@ -242,6 +244,7 @@ class Network:
   alpha: float = 0.1
   trial_noise: float | None = None       # Default: sqrt(btilde_T), as in the paper.
   response_noise: str = 'all'            # 'all' units, or the 'readout' plane alone.
+  onset: str = 'reset'                   # The onset rule (ONSETS), config.diffusion.onset.
   remat: bool = False
   initial_state: str = 'zeros'           # x_0: 'zeros', or 'half_normal' (the authors').
 
@@ -304,7 +307,9 @@ class Network:
           'readout']
     return jax.random.normal(key, x.shape, x.dtype)
 
-  def _maybe_remat(self, body: Callable) -> Callable:
+  def maybe_remat(self, body: Callable) -> Callable:
+    """`body` rematerialised in the backward pass when config.train.remat is set (scans over
+    steps keep their carries only, and recompute the rest)."""
     return jax.checkpoint(body) if self.remat else body
 
   # --- epochs -------------------------------------------------------------------------------
@@ -339,7 +344,7 @@ class Network:
         x = self.mean_step(variables, x, drive) + sigma * jax.random.normal(k, x.shape, x.dtype)
         return x, x if record else None
 
-      x, states = jax.lax.scan(self._maybe_remat(body), x, jax.random.split(keys[e], length))
+      x, states = jax.lax.scan(self.maybe_remat(body), x, jax.random.split(keys[e], length))
       trajectory.append(states)
     return x, (jnp.concatenate(trajectory) if record else None)
 
@@ -357,15 +362,14 @@ class Network:
 
     steps = (response_drives[::-1], sigmas[::-1],
              jax.random.split(key, self.schedule.num_steps))
-    return jax.lax.scan(self._maybe_remat(body), x, steps)
+    return jax.lax.scan(self.maybe_remat(body), x, steps)
 
   def onset_reset(self, variables, x, key):
     """Sets the readout to a fresh draw from the prior N(0, (1 - abar_T) I)."""
     y = jnp.sqrt(self.schedule.prior_variance) * jax.random.normal(key, x.shape[:-1] + (2,))
     return self.set_readout(variables, x, y)
 
-  def sample(self, variables, epoch_inputs, key, num_samples: int, onset: str = 'reset',
-             record: bool = False):
+  def sample(self, variables, epoch_inputs, key, num_samples: int, record: bool = False):
     """Samples responses: the whole trial run freely with its noise, from `initial_states`.
 
     Args:
@@ -373,18 +377,19 @@ class Network:
       epoch_inputs: (E, K, input_size) from `task.epoch_inputs`.
       key: PRNG key.
       num_samples: S samples per display.
-      onset: 'reset' sets the readout to a prior draw at response onset; 'regularise' leaves
-        the network's own readout.
       record: also return the trajectory.
 
     Returns:
       responses (K, S) angles in [-pi, pi), and the trajectory (total_steps, K, S, n) or None.
+
+    The onset rule is the network's own (`onset`): 'reset' sets the readout to a prior draw at
+    response onset; 'regularise' leaves the network's own readout.
     """
     key_trial, key_onset, key_response = jax.random.split(key, 3)
     epoch_drives, response_drives = self.drives(variables, epoch_inputs)
     x0 = self.initial_states(key, epoch_inputs.shape[1], num_samples)
     x, trial_trajectory = self.run_trial(variables, epoch_drives, x0, key_trial, record)
-    if onset == 'reset':
+    if self.onset == 'reset':
       x = self.onset_reset(variables, x, key_onset)
     x, response_trajectory = self.sample_response(variables, response_drives, x, key_response,
                                                   record)
@@ -400,6 +405,7 @@ def make_network(config) -> Network:
                  alpha=float(config.model.alpha),
                  trial_noise=None if config.model.trial_noise < 0 else float(config.model.trial_noise),
                  response_noise=config.diffusion.response_noise,
+                 onset=config.diffusion.onset,
                  remat=bool(config.train.remat),
                  initial_state=config.model.get('initial_state', 'zeros'))
 

@@ -242,3 +242,13 @@ def nontarget_mask(displays: Displays) -> jnp.ndarray:
 
 def stack_displays(displays: Sequence[Displays]) -> Displays:
   return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *displays)
+
+
+def nearest_item(responses, displays: Displays):
+  """(K, S) index of the item whose report feature is nearest each response.
+
+  `circular.nearest_item` with the cued item winning ties (a response equidistant from the
+  target and a non-target is not a swap).
+  """
+  return circular.nearest_item(responses, displays.report[:, None, :],
+                               preferred=displays.cued[:, None])

@@ -11,8 +11,6 @@ path:
   (O_CREAT | O_EXCL) and holding the owner's pid and host. A lock left by a process that no
   longer runs on this host is reclaimed with a warning; a live owner, or an owner on another
   host (whose liveness cannot be checked from here), makes the second trainer fail.
-- `read_jsonl(path)`: JSON lines that survive a torn last line (a process killed mid-write):
-  unparsable lines are dropped with a warning naming the file and line.
 - `whole_folder(path)`: an output folder (an evaluation, an analysis) that appears whole or
   not at all. It is written in a temporary sibling and moved into place, its completeness
   marker (`complete.json`) written last; readers ask `is_complete(path)` and treat a folder
@@ -244,57 +242,6 @@ def lock(path: str) -> Iterator[str]:
     yield lock_path
   finally:
     release(lock_path)
-
-
-def read_jsonl(path: str) -> list[dict]:
-  """The records of a JSON-lines file ([] if missing); unparsable lines are dropped, warned."""
-  path = epath.Path(path)
-  if not path.exists():
-    return []
-  records = []
-  lines = path.read_text().splitlines(keepends=True)
-  for number, line in enumerate(lines, 1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except ValueError:
-      record = None
-    if not isinstance(record, dict):
-      where = 'the last line' if number == len(lines) else f'line {number}'
-      logging.warning('%s: %s is not a JSON record (torn by an interrupted write?) and is '
-                      'dropped: %.80r', path, where, line)
-      continue
-    records.append(record)
-  return records
-
-
-def write_jsonl_atomic(path: str, records: list[dict]) -> None:
-  """Replaces `path` by `records`, one JSON line each, so that a kill leaves old or new."""
-  if not is_local(path):
-    epath.Path(path).write_text(''.join(json.dumps(r) + '\n' for r in records))
-    return
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, temporary = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path))
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in records)
-    os.replace(temporary, path)
-  except BaseException:
-    if os.path.exists(temporary):
-      os.remove(temporary)
-    raise
-
-
-def append_jsonl(path: str, record: dict, sort_keys: bool = True) -> None:
-  """Appends one JSON line to `path` (created if missing); on object stores, by rewriting."""
-  line = json.dumps(record, sort_keys=sort_keys) + '\n'
-  if not is_local(path):
-    path = epath.Path(path)
-    path.write_text((path.read_text() if path.exists() else '') + line)
-    return
-  with open(path, 'a') as f:
-    f.write(line)
 
 
 def is_complete(folder) -> bool:

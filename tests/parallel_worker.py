@@ -32,7 +32,9 @@ def main(argv):
                                   FLAGS.process_id, cpu_devices=FLAGS.cpu_devices)
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from rnn_behaviour import checkpoints  # pylint: disable=g-import-not-at-top
   from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
+  from rnn_behaviour import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from rnn_behaviour.configs import tiny  # pylint: disable=g-import-not-at-top
 
   results = {}
@@ -44,10 +46,8 @@ def main(argv):
       config[section][key] = value
     workdir = os.path.join(FLAGS.workdir, name)
     resumed = None
-    if train._has_checkpoints(workdir):  # pylint: disable=protected-access
-      manager = train.checkpoint_manager(workdir, config.train, read_only=True)
-      resumed = manager.latest_step()
-      manager.close()
+    if workdir_lib.has_checkpoint(workdir):
+      resumed = checkpoints.latest_step(workdir)
     state = train.train(config, workdir)
     mesh = train.run_mesh(config)
     params = train.to_host(state.params)

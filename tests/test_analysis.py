@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+from rnn_behaviour import files
 from rnn_behaviour import task
 from rnn_behaviour.analysis import decoding
 from rnn_behaviour.analysis import displays_grid
@@ -317,7 +318,7 @@ def test_plots_return_figures_and_save(tmp_path):
   }
   for name, fig in figures.items():
     assert isinstance(fig, Figure)
-    path = plots.save_figure(fig, str(tmp_path / 'figs' / f'{name}.png'))
+    path = files.save_figure(fig, str(tmp_path / 'figs' / f'{name}.png'))
     assert (tmp_path / 'figs' / f'{name}.png').stat().st_size > 1000, path
 
 

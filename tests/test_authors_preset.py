@@ -18,6 +18,7 @@ import pytest
 
 from rnn_behaviour import objectives
 from rnn_behaviour import rnn
+from rnn_behaviour import sampling
 from rnn_behaviour import task
 from rnn_behaviour import train
 from rnn_behaviour.behaviour import parametric
@@ -43,8 +44,8 @@ def fixed_batch_values(config, sample: bool = True):
     return float(loss), None
   displays = task.sample_displays(jax.random.key(3), 3, 2, cue_grid=8)
   inputs = task.epoch_inputs_from_config(displays, config.task)
-  responses, _ = jax.jit(lambda v, i, k: network.sample(v, i, k, 5, onset=config.diffusion.onset))(
-      variables, inputs, jax.random.key(4))
+  sample = sampling.make_sampler(config, network)
+  responses = jax.jit(lambda v, i, k: sample(v, i, k, 5))(variables, inputs, jax.random.key(4))
   return float(loss), float(jnp.sum(responses))
 
 

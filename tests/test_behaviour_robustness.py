@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from ml_collections import config_flags
 
-from rnn_behaviour.behaviour import bns, data, mixture, pipeline, progress, simulate
+from rnn_behaviour.behaviour import bns, checks, data, fit_config, mixture, pipeline, progress
+from rnn_behaviour.behaviour import bns_cv, bns_files, simulate, svi
 from rnn_behaviour.configs import fit_csv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,7 +87,7 @@ def test_selections_settable_from_flags(flag, expected):
 def test_bad_selection_names_the_field():
   config = parse_flags('--config.data.set_sizes=2,x', '--config.data.path=t.csv')
   with pytest.raises(ValueError, match='config.data.set_sizes'):
-    pipeline.validate_config(config)
+    fit_config.validate_config(config)
 
 
 def test_selection_from_flags_loads_those_trials(tmp_path):
@@ -107,7 +108,7 @@ def test_zero_learning_rate_is_rejected():
   config = fit_csv.get_config()
   config.fit.svi_learning_rate = 0.0
   with pytest.raises(ValueError, match='config.fit.svi_learning_rate'):
-    pipeline.validate_config(config)
+    fit_config.validate_config(config)
 
 
 def test_more_folds_than_trials_is_rejected(tmp_path):
@@ -115,7 +116,7 @@ def test_more_folds_than_trials_is_rejected(tmp_path):
   path.write_text('\n'.join(LINES[:2]) + '\n')
   config = fit_csv.get_config()
   with pytest.raises(ValueError, match='config.fit.cv_folds=5'):
-    pipeline.check_data_for_fit(data.load_csv(str(path)), config.fit)
+    fit_config.check_data_for_fit(data.load_csv(str(path)), config.fit)
 
 
 def test_small_cells_are_flagged_in_the_mixture_csv(tmp_path):
@@ -152,16 +153,16 @@ def test_fingerprint_follows_file_contents_and_config(tmp_path):
   path.write_text('\n'.join(LINES) + '\n')
   config = fit_csv.get_config()
   config.data.path = str(path)
-  before = pipeline.input_fingerprint(config, str(path))
-  assert pipeline.input_fingerprint(config, str(path))['key'] == before['key']
+  before = fit_config.input_fingerprint(config, str(path))
+  assert fit_config.input_fingerprint(config, str(path))['key'] == before['key']
   path.write_text('\n'.join(LINES[:2]) + '\n')                   # Same name, new contents.
-  after = pipeline.input_fingerprint(config, str(path))
+  after = fit_config.input_fingerprint(config, str(path))
   assert after['key'] != before['key'] and after['bns_key'] != before['bns_key']
-  assert 'data file' in pipeline.describe_changes(before, after)
+  assert 'data file' in fit_config.describe_changes(before, after)
   config.fit.cv_folds = 3                                         # CV only: BNS fit stays.
-  cv = pipeline.input_fingerprint(config, str(path))
+  cv = fit_config.input_fingerprint(config, str(path))
   assert cv['key'] != after['key'] and cv['bns_key'] == after['bns_key']
-  assert 'cv_folds 5 -> 3' in pipeline.describe_changes(after, cv)
+  assert 'cv_folds 5 -> 3' in fit_config.describe_changes(after, cv)
 
 
 # --- 5. Diverged SVI ------------------------------------------------------------------------
@@ -169,10 +170,10 @@ def test_fingerprint_follows_file_contents_and_config(tmp_path):
 
 def test_svi_divergence_criteria():
   steady = 1000.0 + 50.0 * np.exp(-np.arange(500) / 50.0)
-  assert bns.svi_divergence(steady, 100) is None
-  assert 'non-finite' in bns.svi_divergence(np.r_[steady[:300], [np.nan] * 200], 100)
+  assert svi.svi_divergence(steady, 100) is None
+  assert 'non-finite' in svi.svi_divergence(np.r_[steady[:300], [np.nan] * 200], 100)
   exploding = np.r_[steady[:400], np.full(100, 1000.0 + 10 * 100)]
-  assert 'exploding' in bns.svi_divergence(exploding, 100)
+  assert 'exploding' in svi.svi_divergence(exploding, 100)
 
 
 @pytest.fixture(scope='module')
@@ -184,19 +185,19 @@ def small_table():
 @pytest.mark.slow   # Eight SVI fits (~45 s). Fast twins: test_main_fit_restarts_then_reports (the
 # same restart rule on the main fit) and tests/test_bns.py's fold read-back test.
 def test_diverged_cv_fold_recovers_or_is_skipped(small_table):
-  folds = bns.make_folds(jax.random.PRNGKey(0), len(small_table), 2)
+  folds = bns_cv.make_folds(jax.random.PRNGKey(0), len(small_table), 2)
   spec = bns.BNSSpec(num_fourier=1)
   # A step size of 1e4 sends the guide to inf/NaN within a few steps; a restart at 1e-6 of it
   # (0.01) converges.
   kw = dict(num_steps=20, learning_rate=1e4, num_samples=10, restart_lr_factor=1e-6,
             guide='normal')
-  rec = bns.cross_validate_folds(jax.random.PRNGKey(1), small_table, spec, folds,
+  rec = bns_cv.cross_validate_folds(jax.random.PRNGKey(1), small_table, spec, folds,
                                  max_restarts=1, **kw)
   assert [f['status'] for f in rec.folds] == ['recovered', 'recovered']
   assert np.all(np.isfinite(rec.lpd))
   assert rec.folds[0]['attempts'][0]['diverged'] and rec.folds[0]['attempts'][-1][
       'diverged'] is None
-  skip = bns.cross_validate_folds(jax.random.PRNGKey(1), small_table, spec, folds,
+  skip = bns_cv.cross_validate_folds(jax.random.PRNGKey(1), small_table, spec, folds,
                                   max_restarts=0, **kw)
   assert skip.skipped == [0, 1] and np.all(np.isnan(skip.lpd))
 
@@ -237,11 +238,11 @@ def test_nontarget_proximity_statistic():
       cued=np.array([0]), set_size=np.array([3]), response=np.array([2.3]),
       subject=np.array([''], object), condition=np.array([''], object))
   # 0.3 from the non-target at 2.0, 2.3 from the target: counts; -2.0 is 1.98 away.
-  np.testing.assert_array_equal(pipeline.nontarget_proximity(table, table.response),
+  np.testing.assert_array_equal(checks.nontarget_proximity(table, table.response),
                                 [[True, False]])
   # Replicates: 0.5 from the target is never counted (too close to the target).
   reps = np.array([[0.5], [-2.1]])
-  np.testing.assert_array_equal(pipeline.nontarget_proximity(table, reps),
+  np.testing.assert_array_equal(checks.nontarget_proximity(table, reps),
                                 [[[False, False]], [[False, True]]])
 
 
@@ -273,7 +274,7 @@ def test_fit_behaviour_end_to_end_from_flags(tmp_path, caplog):
   assert small[0]['n'] == '1' and 'unreliable' in small[0]['warning']
   assert any('fewer than 30 trials' in w for w in out['warnings'])
   ppc = list(csv.DictReader(open(os.path.join(beh, 'ppc_nontarget_proximity.csv'))))
-  assert {r['set_size'] for r in ppc} == {'2', '4'} and tuple(ppc[0]) == pipeline.PPC_COLUMNS
+  assert {r['set_size'] for r in ppc} == {'2', '4'} and tuple(ppc[0]) == checks.PPC_COLUMNS
   for r in ppc:
     assert float(r['model_lower']) <= float(r['model_mean']) <= float(r['model_upper'])
   swap = list(csv.DictReader(open(os.path.join(beh, 'swap_function.csv'))))
@@ -321,7 +322,7 @@ def test_grid_distances_saved_to_six_decimals_are_one_bin_each(tmp_path):
   dc, _, _, mask = table.nontargets()
   distance = np.abs(dc[mask])
   assert len(np.unique(np.round(distance, 6))) > 4        # Round-off splits the grid values.
-  bins, centres = pipeline._distance_bins(distance)
+  bins, centres = checks.distance_bins(distance)
   np.testing.assert_allclose(centres, np.pi / 4 * np.arange(1, 5), atol=1e-5)
   count = np.bincount(bins, minlength=len(centres))
   assert np.all(count > 0) and count.sum() == distance.size
@@ -330,7 +331,7 @@ def test_grid_distances_saved_to_six_decimals_are_one_bin_each(tmp_path):
 
 
 def test_equal_bins_without_data_are_dropped():
-  bins, centres = pipeline._distance_bins(np.linspace(0.1, 1.0, 40))   # Nothing above 1 rad.
+  bins, centres = checks.distance_bins(np.linspace(0.1, 1.0, 40))   # Nothing above 1 rad.
   assert np.all(np.bincount(bins) > 0) and len(centres) == 3
 
 
@@ -399,8 +400,8 @@ def test_interrupted_fit_resumes_and_six_decimal_grid_gives_no_false_warning(tmp
                              atol=1e-5)
   assert not any('nan' in v.lower() for r in ppc for v in r.values())
   assert not any('nan' in w for w in fresh['warnings'])
-  fit = bns.load(fresh['bns_fit'])
-  swap = pipeline.swap_probability_by_distance(table, fit, 4, jax.random.PRNGKey(0))
+  fit = bns_files.load(fresh['bns_fit'])
+  swap = checks.swap_probability_by_distance(table, fit, 4, jax.random.PRNGKey(0))
   assert np.all(swap['count'] > 0) and np.all(np.isfinite(swap['empirical']))
   # 6. Killed once the first fold of the BNS cross-validation was saved.
   write = pipeline._write_json
@@ -416,7 +417,7 @@ def test_interrupted_fit_resumes_and_six_decimal_grid_gives_no_false_warning(tmp
     pipeline.fit_behaviour(config, workdir)
   monkeypatch.setattr(pipeline, '_write_json', write)
   calls = {'mixture': 0, 'bns': 0, 'folds': []}
-  mixture_fit, bns_fit, cv = mixture.fit, bns.fit, bns.cross_validate_folds
+  mixture_fit, bns_fit, cv = mixture.fit, bns.fit, bns_cv.cross_validate_folds
 
   def count(name, fn):
     def wrapped(*a, **k):
@@ -430,7 +431,7 @@ def test_interrupted_fit_resumes_and_six_decimal_grid_gives_no_false_warning(tmp
 
   monkeypatch.setattr(mixture, 'fit', count('mixture', mixture_fit))
   monkeypatch.setattr(bns, 'fit', count('bns', bns_fit))
-  monkeypatch.setattr(bns, 'cross_validate_folds', counted_cv)
+  monkeypatch.setattr(bns_cv, 'cross_validate_folds', counted_cv)
   resumed = pipeline.fit_behaviour(config, workdir)
   assert resumed['complete']
   assert calls['mixture'] == 0 and calls['bns'] == 0 and calls['folds'] == [[0]]
@@ -438,7 +439,7 @@ def test_interrupted_fit_resumes_and_six_decimal_grid_gives_no_false_warning(tmp
                                                               'behaviour')
   for name in ('mixture_fits.csv', 'swap_function.csv', 'ppc_nontarget_proximity.csv'):
     assert open(os.path.join(beh, name)).read() == open(os.path.join(ref, name)).read(), name
-  for k, v in bns.load(os.path.join(beh, 'bns_fit')).samples.items():
+  for k, v in bns_files.load(os.path.join(beh, 'bns_fit')).samples.items():
     np.testing.assert_array_equal(v, fit.samples[k])
   got = {r['model']: r for r in resumed['comparison']}
   for r in fresh['comparison']:

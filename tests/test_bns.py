@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rnn_behaviour import task
-from rnn_behaviour.behaviour import bns, data, parametric, surrogate
+from rnn_behaviour.behaviour import bns, bns_cv, bns_files, data, parametric, stable, surrogate
 
 TRUE_SWAP = parametric.ParametricSwapModel(kind='gaussian', width=1.0, bias=0.0,
                                            guess_logit=-2.5, kappa=10.0)
@@ -50,13 +50,13 @@ def test_wrapped_stable_density():
   x = np.linspace(-np.pi, np.pi, 2001)[:-1]
   cos = np.cos(x[:, None] * np.arange(1, 65))
   for alpha, gamma in ((2.0, 0.3), (1.0, 0.2), (1.5, 0.5)):
-    dens = np.exp(bns._stable_log_density(jnp.asarray(cos, jnp.float32),
+    dens = np.exp(stable.stable_log_density(jnp.asarray(cos, jnp.float32),
                                           jnp.full(x.shape, gamma), jnp.full(x.shape, alpha)))
     assert np.sum(dens) * (2 * np.pi / len(x)) == pytest.approx(1.0, abs=1e-3)
   # alpha = 1 is the wrapped Cauchy with rho = exp(-gamma).
   rho = np.exp(-0.2)
   cauchy = (1 - rho**2) / (2 * np.pi * (1 + rho**2 - 2 * rho * np.cos(x)))
-  dens = np.exp(bns._stable_log_density(jnp.asarray(cos, jnp.float32), jnp.full(x.shape, 0.2),
+  dens = np.exp(stable.stable_log_density(jnp.asarray(cos, jnp.float32), jnp.full(x.shape, 0.2),
                                         jnp.full(x.shape, 1.0)))
   np.testing.assert_allclose(dens, cauchy, rtol=2e-3)
 
@@ -84,8 +84,8 @@ def test_swap_function_recovered_inside_band(recovered_fit):
 
 
 def test_save_load_round_trip_and_grid(recovered_fit, tmp_path):
-  directory = bns.save(recovered_fit, str(tmp_path / 'bns_fit'), config={'a': 1})
-  loaded = bns.load(directory)
+  directory = bns_files.save(recovered_fit, str(tmp_path / 'bns_fit'), config={'a': 1})
+  loaded = bns_files.load(directory)
   assert loaded.spec == recovered_fit.spec and loaded.labels == recovered_fit.labels
   for k, v in recovered_fit.samples.items():
     np.testing.assert_array_equal(loaded.samples[k], v)
@@ -102,11 +102,11 @@ def test_save_load_round_trip_and_grid(recovered_fit, tmp_path):
 
 def test_cross_validation_prefers_true_structure():
   table = simulated_table(seed=2, num_displays=1000)
-  folds = bns.make_folds(jax.random.PRNGKey(0), len(table), 2)
+  folds = bns_cv.make_folds(jax.random.PRNGKey(0), len(table), 2)
   assert np.bincount(folds).tolist() == [500, 500]
-  lpd_cue = bns.cross_validate(jax.random.PRNGKey(3), table, bns.BNSSpec(dimension='cue'),
+  lpd_cue = bns_cv.cross_validate(jax.random.PRNGKey(3), table, bns.BNSSpec(dimension='cue'),
                                folds, num_steps=500, num_samples=100)
-  lpd_rep = bns.cross_validate(jax.random.PRNGKey(3), table, bns.BNSSpec(dimension='report'),
+  lpd_rep = bns_cv.cross_validate(jax.random.PRNGKey(3), table, bns.BNSSpec(dimension='report'),
                                folds, num_steps=500, num_samples=100)
   assert np.all(np.isfinite(lpd_cue))
   # Swaps follow cue distance: the cue model predicts held-out trials better.
@@ -161,11 +161,11 @@ def test_likelihood_matches_direct_computation_torus_stable_subjects():
     w = np.exp(logits - np.max(logits))
     w /= w.sum()
     # Wrapped stable density by summing the characteristic function's series directly.
-    def stable(e):
+    def stable_density(e):
       p = np.arange(1, 65)
       return (1 + 2 * np.sum(np.exp(-(params['gamma'][g] * p)**params['alpha'][g])
                              * np.cos(p * e))) / (2 * np.pi)
-    dens = w[0] / (2 * np.pi) + sum(w[1 + j] * stable(table.response[t] - table.report[t, j])
+    dens = w[0] / (2 * np.pi) + sum(w[1 + j] * stable_density(table.response[t] - table.report[t, j])
                                     for j in range(n))
     assert ll[t] == pytest.approx(np.log(dens), abs=2e-4), t
 
@@ -230,12 +230,12 @@ class Interrupted(Exception):
 def test_cross_validation_reads_back_finished_folds_without_fitting():
   # The fast half of the resume test below: every fold already saved, nothing is fitted.
   table = simulated_table(seed=5, num_displays=30, set_size=2)
-  folds = bns.make_folds(jax.random.PRNGKey(0), len(table), 2)
+  folds = bns_cv.make_folds(jax.random.PRNGKey(0), len(table), 2)
   done = {k: dict(lpd=[-1.0 - k] * int(np.sum(folds == k)),
                   report=dict(fold=k, num_heldout=int(np.sum(folds == k)), status='ok',
                               attempts=[])) for k in (0, 1)}
   called = []
-  res = bns.cross_validate_folds(jax.random.PRNGKey(3), table, bns.BNSSpec(num_fourier=2),
+  res = bns_cv.cross_validate_folds(jax.random.PRNGKey(3), table, bns.BNSSpec(num_fourier=2),
                                  folds, num_steps=10, done=done,
                                  on_fold=lambda k, r: called.append(k))
   assert called == [] and all(f['reused'] for f in res.folds)
@@ -245,16 +245,16 @@ def test_cross_validation_reads_back_finished_folds_without_fitting():
 @pytest.mark.slow   # Two vmapped SVI fits: 20 min measured with the 2 cores at load 23.
 def test_cross_validation_resumes_from_the_folds_that_finished():
   table = simulated_table(seed=5, num_displays=60, set_size=2)
-  folds = bns.make_folds(jax.random.PRNGKey(0), len(table), 3)
+  folds = bns_cv.make_folds(jax.random.PRNGKey(0), len(table), 3)
   spec = bns.BNSSpec(num_fourier=2, subject_effects=False)
   kwargs = dict(num_steps=20, num_samples=10, guide='normal')
   saved = {}
-  fresh = bns.cross_validate_folds(jax.random.PRNGKey(3), table, spec, folds,
+  fresh = bns_cv.cross_validate_folds(jax.random.PRNGKey(3), table, spec, folds,
                                    on_fold=saved.__setitem__, **kwargs)
   assert sorted(saved) == [0, 1, 2]
   # A run killed once fold 0 was scored had saved only that fold.
   again = []
-  resumed = bns.cross_validate_folds(jax.random.PRNGKey(3), table, spec, folds,
+  resumed = bns_cv.cross_validate_folds(jax.random.PRNGKey(3), table, spec, folds,
                                      done={0: saved[0]}, on_fold=lambda k, r: again.append(k),
                                      **kwargs)
   assert again == [1, 2]                        # Only the unfinished folds were fitted.
@@ -270,14 +270,14 @@ def test_saved_fit_is_marked_whole_only_after_its_arrays(tmp_path, monkeypatch):
                      samples={'swap_mean': np.zeros((5, 1)), 'kappa': np.ones((5, 1))},
                      info={'cache_key': 'k'}, guide_params={'loc': np.zeros(3)})
   directory = str(tmp_path / 'bns_fit')
-  bns.save(small, directory)
-  assert bns.load(directory).num_samples == 5
+  bns_files.save(small, directory)
+  assert bns_files.load(directory).num_samples == 5
 
   def killed(path, arrays):
     raise Interrupted
 
-  monkeypatch.setattr(bns, '_write_npz', killed)
+  monkeypatch.setattr(bns_files, '_write_npz', killed)
   with pytest.raises(Interrupted):
-    bns.save(small, directory)
+    bns_files.save(small, directory)
   # A run killed while rewriting the arrays leaves no fit.json: a rerun refits.
   assert not (tmp_path / 'bns_fit' / 'fit.json').exists()

@@ -16,7 +16,9 @@ import ml_collections
 import numpy as np
 import pytest
 
+from rnn_behaviour import checkpoints
 from rnn_behaviour import curriculum
+from rnn_behaviour import files
 from rnn_behaviour import metric_writers
 from rnn_behaviour import paper_experiment
 from rnn_behaviour import train
@@ -24,14 +26,31 @@ from rnn_behaviour import workdir as workdir_lib
 from rnn_behaviour.analysis import report
 from rnn_behaviour.analysis import run_paper
 from rnn_behaviour.behaviour import bns
+from rnn_behaviour.behaviour import bns_files
 from rnn_behaviour.behaviour import data
+from rnn_behaviour.behaviour import fit_config
 from rnn_behaviour.behaviour import mixture
 from rnn_behaviour.behaviour import pipeline
 from rnn_behaviour.behaviour import source
 from rnn_behaviour.behaviour import surrogate
+from rnn_behaviour.behaviour import trial_files
 from tests import conftest
 
 RUN = 'gs://bucket/runs/one'
+
+
+class StepFolders:
+  """Stands in for Orbax's read-only manager on the mocked bucket (Orbax's own GCS client needs
+  a real one): the steps are the workdir's step folders."""
+
+  def __init__(self, workdir, *unused_args, **unused_kwargs):
+    self.folder = epath.Path(workdir) / workdir_lib.CHECKPOINT_DIR
+
+  def all_steps(self):
+    return [int(p.name) for p in self.folder.iterdir() if p.name.isdigit()]
+
+  def close(self):
+    pass
 
 
 @pytest.fixture
@@ -80,10 +99,10 @@ def test_a_cloud_workdir_is_checked_locked_and_written(bucket):
 
   metrics = f'{RUN}/metrics.jsonl'
   for step in (1, 2, 3):
-    workdir_lib.append_jsonl(metrics, {'step': step, 'loss': 1.0 / step})
-  assert [r['step'] for r in workdir_lib.read_jsonl(metrics)] == [1, 2, 3]
-  workdir_lib.write_jsonl_atomic(metrics, [{'step': 1}])
-  assert workdir_lib.read_jsonl(metrics) == [{'step': 1}]
+    files.append_jsonl(metrics, {'step': step, 'loss': 1.0 / step})
+  assert [r['step'] for r in files.read_jsonl(metrics)] == [1, 2, 3]
+  files.write_jsonl_atomic(metrics, [{'step': 1}])
+  assert files.read_jsonl(metrics) == [{'step': 1}]
 
 
 def test_a_runs_records_live_in_the_bucket(bucket):
@@ -94,7 +113,7 @@ def test_a_runs_records_live_in_the_bucket(bucket):
   assert train.load_run_config(RUN).train.num_steps == config.train.num_steps
   train.record_history(config, RUN, 'start', 0)
   train.record_history(config, RUN, 'resume', 2)
-  history = workdir_lib.read_jsonl(f'{RUN}/{train.HISTORY_FILE}')
+  history = files.read_jsonl(f'{RUN}/{train.HISTORY_FILE}')
   assert [h['event'] for h in history] == ['recorded from config.json', 'start', 'resume']
 
   with metric_writers.MetricWriter(RUN, tensorboard=False) as writer:
@@ -140,8 +159,8 @@ def test_behavioural_data_and_fits_live_in_the_bucket(bucket, tmp_path):
   data.write_csv(table, str(tmp_path / 'copy.csv'))
   assert (bucket / 'bucket/runs/one/copy.csv').read_bytes() == (tmp_path / 'copy.csv').read_bytes()
   with pytest.raises(ValueError, match='is a directory'):
-    data.check_file(RUN)
-  inputs = pipeline.input_fingerprint(ml_collections.ConfigDict(dict(
+    trial_files.check_file(RUN)
+  inputs = fit_config.input_fingerprint(ml_collections.ConfigDict(dict(
       data=dict(path=trials, format='csv', angle_unit='radians'), fit={})), trials)
   assert inputs['data_file'] == trials and len(inputs['data_sha256']) == 64
 
@@ -160,7 +179,7 @@ def test_behavioural_data_and_fits_live_in_the_bucket(bucket, tmp_path):
   config = conftest.make_tiny_config()
   config.behaviour.source = 'bns'
   fit = _tiny_fit(config.task.num_items)
-  bns.save(fit, f'{behaviour}/{surrogate.FIT_SUBDIR}', config={'a': 1})
+  bns_files.save(fit, f'{behaviour}/{surrogate.FIT_SUBDIR}', config={'a': 1})
   assert (bucket / 'bucket/runs/one/behaviour/bns_fit/samples.npz').exists()
   loaded = surrogate.load_fit(behaviour)
   for name, value in fit.samples.items():
@@ -171,10 +190,11 @@ def test_behavioural_data_and_fits_live_in_the_bucket(bucket, tmp_path):
   model = source.target_model_from_config(config, RUN)
   assert model.num_draws == 5
   with pytest.raises(FileNotFoundError, match='no saved BNS fit'):
-    bns.load(f'{RUN}/elsewhere')
+    bns_files.load(f'{RUN}/elsewhere')
 
 
-def test_analysis_outputs_and_finished_stages_live_in_the_bucket(bucket):
+def test_analysis_outputs_and_finished_stages_live_in_the_bucket(bucket, monkeypatch):
+  monkeypatch.setattr(checkpoints, 'checkpoint_manager', StepFolders)
   stage = curriculum.stage_workdir(RUN, 'swaps')
   assert stage == f'{RUN}/swaps'
   config = ml_collections.ConfigDict(dict(train=dict(num_steps=10)))
@@ -195,10 +215,10 @@ def test_analysis_outputs_and_finished_stages_live_in_the_bucket(bucket):
   folder = epath.Path(run_paper.member_folder(stage, 1))
   assert folder == epath.Path(f'{stage}/{run_paper.PAPER_DIR}/member_1')
   folder.mkdir(parents=True)
-  run_paper._write_csv(folder / 'alignment.csv', ('step', 'mean'), [(0, 0.25), (1, np.nan)])
-  run_paper._write_csv(folder / 'swap_decision.csv', ('epoch', 'auc', 'chance_upper'),
+  files.write_csv(folder / 'alignment.csv', ('step', 'mean'), [(0, 0.25), (1, np.nan)])
+  files.write_csv(folder / 'swap_decision.csv', ('epoch', 'auc', 'chance_upper'),
                        [('delay', 0.5, 0.6), ('response', 0.9, 0.6), ('response', 0.8, 0.6)])
-  assert (folder / 'alignment.csv').read_bytes() == b'step,mean\r\n0,0.25\r\n1,nan\r\n'
+  assert (folder / 'alignment.csv').read_bytes() == b'step,mean\r\n0,0.25\r\n1,NaN\r\n'
   np.testing.assert_array_equal(
       paper_experiment._curves([{}], lambda d: os.fspath(folder)), [[0.25, np.nan]])
   details = paper_experiment._details({'seed': 1, 'prediction': {}}, os.fspath(folder))
@@ -261,6 +281,7 @@ def test_comparison_tables_and_exported_members_live_in_the_bucket(bucket, tmp_p
       pass
 
   monkeypatch.setattr(train, 'checkpoint_manager', lambda d, _: Manager(d))
+  monkeypatch.setattr(checkpoints, 'checkpoint_manager', StepFolders)
   config = conftest.make_tiny_config()
   config.train.num_steps = 4
   state = types.SimpleNamespace(step=np.int32(4))
@@ -273,7 +294,7 @@ def test_comparison_tables_and_exported_members_live_in_the_bucket(bucket, tmp_p
   assert json.loads((seed_dir / comparison.MEMBER_FILE).read_text()) == dict(
       ensemble='..', member=1, seed=4, ensemble_step=4, member_step=4)
   assert train.load_run_config(run_dir).seed == config.seed
-  assert comparison._latest_step(ensemble) == 4
+  assert checkpoints.latest_step(ensemble) == 4
   with workdir_lib.whole_folder(f'{run_dir}/eval') as out:   # An evaluation, written whole.
     (out / 'summary.json').write_text('{"trained_steps": 3}')
   assert comparison.finished(config, run_dir)          # Its ensemble trained to num_steps.
@@ -288,4 +309,4 @@ def test_comparison_tables_and_exported_members_live_in_the_bucket(bucket, tmp_p
   assert comparison.objective_layout(spec, ensemble, [3, 4]) == 'per_seed'
   timings = f'{work}/{comparison.TIMINGS_FILE}'
   comparison._timed(work, {'stage': 'export'}, lambda: None)
-  assert [r['stage'] for r in workdir_lib.read_jsonl(timings)] == ['export']
+  assert [r['stage'] for r in files.read_jsonl(timings)] == ['export']

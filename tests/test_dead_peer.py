@@ -19,6 +19,7 @@ import pytest
 
 from rnn_behaviour import parallel
 from tests import conftest
+from tests import tiny
 
 GLOO_RESET = ('UNKNOWN: Gloo all-reduce failed: [external/gloo/gloo/transport/tcp/pair.cc:538] '
               'Read error [127.0.0.1]:1413: Connection reset by peer')
@@ -122,14 +123,6 @@ def test_main_stops_at_once_with_one_line_when_a_peer_dies(tmp_path, monkeypatch
   assert '(step 6)' in line
 
 
-# The sizes of conftest's tiny config, as command-line overrides.
-TINY = {'task.epochs.stimulus': 2, 'task.epochs.delay': 3, 'task.epochs.cue': 2,
-        'task.epochs.post_cue': 1, 'task.num_tuning': 8, 'model.num_units': 8,
-        'model.num_branches': 2, 'model.num_subbranches': 3, 'diffusion.num_steps': 6,
-        'train.displays_per_batch': 4, 'train.samples_per_display': 4,
-        'train.warmup_steps': 1, 'train.log_every': 1}
-
-
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(('localhost', 0))
@@ -141,9 +134,7 @@ def _start_job(workdir, num_steps: int, log_prefix):
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=conftest.REPO_ROOT)
   env.pop('XLA_FLAGS', None)
-  config = ['--config=' + os.path.join(conftest.REPO_ROOT, 'rnn_behaviour', 'configs',
-                                      'default.py')]
-  config += [f'--config.{k}={v}' for k, v in TINY.items()]
+  config = ['--config=' + tiny.CONFIG_PATH]
   processes = []
   for i in range(2):
     log = open(f'{log_prefix}.{i}.txt', 'w')  # pylint: disable=consider-using-with
@@ -208,9 +199,11 @@ def test_the_training_loop_does_not_wait_for_a_dead_peer(tiny_config, tmp_path, 
                                                          error, closes):
   """Closing the checkpoint manager waits at a barrier for every process: skipped when the
   step failed because a peer is gone, done for any other error."""
+  from rnn_behaviour import checkpoints  # pylint: disable=g-import-not-at-top
   from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
+  from rnn_behaviour import train_step  # pylint: disable=g-import-not-at-top
   managers, closed = [], []
-  real = train.checkpoint_manager
+  real = checkpoints.checkpoint_manager
 
   def manager(*args, **kwargs):
     m = real(*args, **kwargs)
@@ -223,8 +216,8 @@ def test_the_training_loop_does_not_wait_for_a_dead_peer(tiny_config, tmp_path, 
       raise error
     return step
 
-  monkeypatch.setattr(train, 'checkpoint_manager', manager)
-  monkeypatch.setattr(train, 'train_step_fn', step_fn)
+  monkeypatch.setattr(checkpoints, 'checkpoint_manager', manager)
+  monkeypatch.setattr(train_step, 'train_step_fn', step_fn)
   with pytest.raises(type(error)):
     train.train(tiny_config, str(tmp_path / 'run'))
   assert closed == ([True] if closes else [])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rnn_behaviour import circular
-from rnn_behaviour.behaviour import data, mixture
+from rnn_behaviour.behaviour import data, mixture, mixture_bayes
 
 BAYS = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data', 'bays2009',
                     'bays_data.mat')
@@ -132,7 +132,7 @@ def test_numpyro_model_density_is_prior_plus_likelihood():
   _, d = mixture.cell_data(table)
   w = np.array([[0.6, 0.3, 0.1]])
   kappa = np.array([8.0])
-  logp, _ = numpyro.infer.util.log_density(mixture.numpyro_model, (d,), {},
+  logp, _ = numpyro.infer.util.log_density(mixture_bayes.numpyro_model, (d,), {},
                                             dict(kappa=kappa, weights=w))
   params = dict(kappa=kappa, p_t=w[:, 0], p_n=w[:, 1], p_u=w[:, 2])
   prior = (numpyro.distributions.LogNormal(np.log(5.0), 1.5).log_prob(8.0)
@@ -145,7 +145,7 @@ def test_numpyro_model_density_is_prior_plus_likelihood():
 def test_numpyro_model_posterior_covers_truth():
   table = simulate(6, [(8.0, 0.6, 0.3, 0.1)], 800, 4)
   _, d = mixture.cell_data(table)
-  s = mixture.fit_bayesian(jax.random.PRNGKey(0), d, num_warmup=150, num_samples=200)
+  s = mixture_bayes.fit_bayesian(jax.random.PRNGKey(0), d, num_warmup=150, num_samples=200)
   for name, true in (('kappa', 8.0), ('p_t', 0.6), ('p_n', 0.3), ('p_u', 0.1)):
     lo, hi = np.quantile(np.asarray(s[name])[:, 0], [0.005, 0.995])
     assert lo <= true <= hi, (name, lo, hi)

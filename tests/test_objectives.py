@@ -9,6 +9,7 @@ from scipy.special import gammaln
 from rnn_behaviour import diffusion
 from rnn_behaviour import objectives
 from rnn_behaviour import rnn
+from rnn_behaviour import sampling
 from rnn_behaviour import task
 from rnn_behaviour import train
 from rnn_behaviour.behaviour import parametric
@@ -158,9 +159,8 @@ def test_free_running_scores_each_samples_data_point(tiny_config):
                                   parametric.from_config(tiny_config.behaviour))
   loss, metrics = objectives.make_loss_fn(tiny_config, network)(
       variables['params'], variables['constants'], batch, jax.random.key(2))
-  inputs = task.epoch_inputs_from_config(batch.displays, tiny_config.task)
-  _, states = network.sample(variables, inputs, jax.random.key(2), batch.responses.shape[1],
-                             onset=tiny_config.diffusion.onset, record=True)
+  _, states = sampling.make_sampler(tiny_config, network)(
+      variables, batch.displays, jax.random.key(2), batch.responses.shape[1], record=True)
   readout = network.readout(variables, states[network.epochs.trial_length:])
   y0 = diffusion.angle_to_point(batch.responses, tiny_config.diffusion.radius)
   np.testing.assert_allclose(loss, 0.5 * float(jnp.mean(jnp.sum((readout - y0)**2, -1))),

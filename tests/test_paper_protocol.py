@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from rnn_behaviour import rnn
+from rnn_behaviour import sampling
 from rnn_behaviour import task as task_lib
 from rnn_behaviour import train
 from rnn_behaviour.analysis import decoding
@@ -283,7 +284,8 @@ def test_authors_variant_on_an_untrained_tiny_network():
                               num_shuffles=2))
   network = rnn.make_network(config)
   variables = network.init(jax.random.key(0), train.input_size(config.task))
-  numbers, arrays = run_paper.analyse_network(config, network, variables, jax.random.key(1))
+  numbers, arrays = run_paper.analyse_network(config, sampling.make_sampler(config, network),
+                                              variables, jax.random.key(1))
   assert numbers['settings']['variant'] == 'authors'
   assert numbers['settings']['num_pairs'] == 3   # 45, 90 and 135 degrees on the 8-grid.
   assert arrays['per_pair'].shape == (3, 3 + 2 + 6)

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from rnn_behaviour import files
 from rnn_behaviour import metric_writers
 from rnn_behaviour import progress
 
@@ -87,7 +88,7 @@ def test_metric_writer_writes_json_lines_and_tensorboard_events(tmp_path):
   with metric_writers.MetricWriter(workdir) as writer:
     for step in (1, 2, 3):
       writer.write_scalars(step, {'loss': np.float32(1.0 / step), 'steps_per_s': 20.0 + step})
-  records = metric_writers.read_jsonl(f'{workdir}/{metric_writers.JSONL_FILE}')
+  records = files.read_jsonl(f'{workdir}/{metric_writers.JSONL_FILE}')
   assert [r['step'] for r in records] == [1, 2, 3]
   assert records[2]['loss'] == pytest.approx(1 / 3)
   events = metric_writers.read_event_scalars(workdir)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rnn_behaviour import circular, task
-from rnn_behaviour.behaviour import bns, data, parametric, pipeline, surrogate
+from rnn_behaviour.behaviour import bns, data, fit_config, parametric, pipeline, stable, surrogate
 from rnn_behaviour.configs import fit_csv
 
 
@@ -84,11 +84,11 @@ def test_matches_parametric_model_when_swap_function_is_its_own():
 
 
 def test_stable_sampler_matches_density():
-  x = surrogate.sample_symmetric_stable(jax.random.PRNGKey(5), jnp.full((200000,), 1.0),
+  x = stable.sample_symmetric_stable(jax.random.PRNGKey(5), jnp.full((200000,), 1.0),
                                         jnp.float32(0.3))
   # alpha = 1: Cauchy with scale gamma; its quartiles are +-gamma.
   np.testing.assert_allclose(np.quantile(np.asarray(x), [0.25, 0.75]), [-0.3, 0.3], atol=0.01)
-  x2 = surrogate.sample_symmetric_stable(jax.random.PRNGKey(6), jnp.full((200000,), 2.0),
+  x2 = stable.sample_symmetric_stable(jax.random.PRNGKey(6), jnp.full((200000,), 2.0),
                                          jnp.float32(0.3))
   assert np.std(np.asarray(x2)) == pytest.approx(0.3 * np.sqrt(2), rel=0.02)
 
@@ -111,15 +111,15 @@ def test_config_validation_names_the_field():
   config = fit_csv.get_config()
   config.fit.inference = 'x'
   with pytest.raises(ValueError, match=r"config.fit.inference must be 'svi' or 'nuts', got 'x'"):
-    pipeline.validate_config(config)
+    fit_config.validate_config(config)
   config = fit_csv.get_config()
   config.fit.bns_dimension = 'both'
   with pytest.raises(ValueError, match='config.fit.bns_dimension'):
-    pipeline.validate_config(config)
+    fit_config.validate_config(config)
   config = fit_csv.get_config()
   config.fit.cv_folds = 1
   with pytest.raises(ValueError, match='config.fit.cv_folds'):
-    pipeline.validate_config(config)
+    fit_config.validate_config(config)
 
 
 @pytest.mark.slow   # End to end (~1 min of compilation); the pieces are tested above.

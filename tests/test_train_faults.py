@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from rnn_behaviour import divergence
 from rnn_behaviour import metric_writers
 from rnn_behaviour import modes
 from rnn_behaviour import train
@@ -122,7 +123,7 @@ def test_a_diverging_member_is_rolled_back_and_the_others_go_on(tiny_config, tmp
                                                               monkeypatch, caplog):
   tiny_config.train.ensemble_size = 2
   tiny_config.train.num_steps = 5
-  real = train.watch_loss
+  real = divergence.watch_loss
   calls = []
 
   def member_1_diverges_at_step_3(watch, losses, active, train_config):
@@ -132,7 +133,7 @@ def test_a_diverging_member_is_rolled_back_and_the_others_go_on(tiny_config, tmp
       diverged = np.array([False, True])
     return watch, far, diverged
 
-  monkeypatch.setattr(train, 'watch_loss', member_1_diverges_at_step_3)
+  monkeypatch.setattr(divergence, 'watch_loss', member_1_diverges_at_step_3)
   workdir = str(tmp_path / 'ensemble')
   state = train.train(tiny_config, workdir)
   assert np.asarray(state.step).tolist() == [5, 2]      # Member 1 back at its step-2 checkpoint.

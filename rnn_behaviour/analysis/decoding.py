@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_behaviour import circular
-from rnn_behaviour import evaluate
 from rnn_behaviour import task as task_lib
 
 # ---------------------------------------------------------------------------------- labels
@@ -35,7 +34,7 @@ from rnn_behaviour import task as task_lib
 
 @jax.jit
 def swap_labels(responses, displays: task_lib.Displays):
-  """Whether each response is a swap: its nearest item (`evaluate.nearest_item`, the same
+  """Whether each response is a swap: its nearest item (`task.nearest_item`, the same
   classification as the behavioural evaluation) is a non-target.
 
   Args:
@@ -45,7 +44,7 @@ def swap_labels(responses, displays: task_lib.Displays):
   Returns:
     (K, S) bool.
   """
-  return evaluate.nearest_item(responses, displays) != displays.cued[:, None]
+  return task_lib.nearest_item(responses, displays) != displays.cued[:, None]
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))

@@ -50,6 +50,7 @@ Shapes: trajectories are time-major (T, K, S, n): time, displays, samples, units
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -60,9 +61,10 @@ from scipy import stats
 from rnn_behaviour import circular
 from rnn_behaviour import task as task_lib
 from rnn_behaviour.analysis import displays_grid
+from rnn_behaviour.configs import choices
 
 NUM_COMPONENTS = 3
-VARIANTS = ('authors', 'ours')
+VARIANTS = choices.PAPER_VARIANTS
 # The epochs whose steps enter the time courses, in trial order.
 ANALYSED_EPOCHS = {'authors': ('delay', 'cue', 'response'),
                    'ours': ('delay', 'cue', 'post_cue', 'response')}
@@ -112,17 +114,9 @@ def cue_pairs(distances, num_rotations: int) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(circular.wrap(np.asarray(pairs))), dist
 
 
-def grid_separations(grid: int, min_separation: float) -> np.ndarray:
-  """Grid steps between the two cues of the 'authors' pairs on a G-point grid: from the
-  smallest at least min_separation (and at least 1) to the largest below pi (3..11 for
-  G = 24 and pi/4). Empty when none fits."""
-  first = max(int(np.ceil(min_separation / (circular.TWO_PI / grid) - 1e-9)), 1)
-  return np.arange(first, (grid - 1) // 2 + 1)
-
-
 def grid_cue_pairs(grid: int, min_separation: float,
                    num_rotations: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """The 'authors' cue pairs: every separation of `grid_separations` at each rotation.
+  """The 'authors' cue pairs: every separation of `circular.grid_separations` at each rotation.
 
   Args:
     grid: G, points of the cue grid (values 2 pi g / G, wrapped).
@@ -138,7 +132,7 @@ def grid_cue_pairs(grid: int, min_separation: float,
     raise ValueError(f'{num_rotations} rotations do not fit a {grid}-point grid')
   rotations = (np.arange(grid) if not num_rotations
                else np.round(np.arange(num_rotations) * grid / num_rotations).astype(int))
-  separations = grid_separations(grid, min_separation)
+  separations = circular.grid_separations(grid, min_separation)
   first = np.tile(rotations, separations.size)
   second = (first + np.repeat(separations, rotations.size)) % grid
   indices = np.stack([first, second], axis=-1)
@@ -353,7 +347,6 @@ def average_over_pairs(per_pair, seed: int = 0, num_bootstrap: int = 1000,
   per_pair = np.asarray(per_pair, float)
   rng = np.random.default_rng(seed)
   with np.errstate(all='ignore'):
-    import warnings  # pylint: disable=g-import-not-at-top
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', RuntimeWarning)
       mean = np.nanmean(per_pair, axis=0)

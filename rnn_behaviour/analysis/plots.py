@@ -2,7 +2,7 @@
 
 Figures are built as `matplotlib.figure.Figure` objects without pyplot, so no GUI backend or
 global figure registry is involved (safe in headless jobs and loops; the Agg canvas renders on
-`savefig`). Every function takes numpy-convertible arrays and returns the Figure.
+`files.save_figure`). Every function takes numpy-convertible arrays and returns the Figure.
 `epoch_starts` arguments are dicts {epoch name: first step}, e.g.
 `{name: epochs.start(name) for name in task.EPOCH_NAMES}`.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from etils import epath
 import numpy as np
 from matplotlib import cm
 from matplotlib import colors as mcolors
@@ -181,16 +180,6 @@ def plot_eigenvalues(eigenvalues, discrete: bool = True, q=None,
   ax.set(xlabel='Re', ylabel='Im', title=f'{title} ({eigenvalues.shape[0]} points)')
   ax.set_aspect('equal', adjustable='datalim')
   return fig
-
-
-def save_figure(fig: Figure, path: str, dpi: int = 120) -> str:
-  """Writes fig to path, local or cloud (format from the extension, PNG without), creating
-  folders; returns the path."""
-  target = epath.Path(path)
-  target.parent.mkdir(parents=True, exist_ok=True)
-  with target.open('wb') as f:
-    fig.savefig(f, format=target.suffix[1:] or 'png', dpi=dpi)
-  return path
 
 
 # ------------------------------------------------------------------ the paper's protocol

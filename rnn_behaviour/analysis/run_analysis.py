@@ -7,6 +7,7 @@ cross-temporal decoding, PCA, fixed-point spectra). The folder appears whole or 
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -15,18 +16,20 @@ import warnings
 from absl import logging
 from etils import epath
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from rnn_behaviour import checkpoints
+from rnn_behaviour import files
+from rnn_behaviour import run_record
 from rnn_behaviour import task as task_lib
 from rnn_behaviour import workdir as workdir_lib
 from rnn_behaviour.analysis import displays_grid
 from rnn_behaviour.analysis import dynamics
-from rnn_behaviour.analysis import plots
 from rnn_behaviour.analysis import report
 
 ANALYSIS_DIR = 'analysis'
 NUMBERS_FILE = 'analysis.json'
+DISPLAYS_PER_CHUNK = 16
 
 
 def analysis_dir(workdir) -> epath.Path:
@@ -43,27 +46,6 @@ def read_numbers(workdir) -> dict | None:
   return json.loads((folder / NUMBERS_FILE).read_text())
 
 
-def record(network, variables, displays: task_lib.Displays, task_config, key,
-           num_samples: int, onset: str, displays_per_chunk: int = 16):
-  """Free-running trials with their states: (responses (K, S), states (T, K, S, n)).
-
-  Runs a chunk of displays at a time so that a chunk's trajectories, not the whole grid's
-  intermediates, bound the memory used.
-  """
-
-  @jax.jit
-  def run(chunk, k):
-    inputs = task_lib.epoch_inputs_from_config(chunk, task_config)
-    return network.sample(variables, inputs, k, num_samples, onset=onset, record=True)
-
-  responses, states = [], []
-  for i, start in enumerate(range(0, displays.num_displays, displays_per_chunk)):
-    r, s = run(displays[start:start + displays_per_chunk], jax.random.fold_in(key, i))
-    responses.append(r)
-    states.append(s)
-  return jnp.concatenate(responses), jnp.concatenate(states, axis=1)
-
-
 def delay_velocity(network, variables, task_config):
   """v(x) = x_next - x of the noise-free dynamics with inputs at their delay value."""
   dummy = task_lib.sample_displays(jax.random.key(0), 1, task_config.num_items)
@@ -75,19 +57,19 @@ def delay_velocity(network, variables, task_config):
 
 def analyse(config, workdir: str) -> dict:
   """Runs every analysis on the trained network in `workdir`; returns the numbers."""
-  from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
-
   if config.task.num_items != 2:
     raise ValueError(f'--mode=analyse needs two-item displays; config.task.num_items is '
                      f'{config.task.num_items}')
   c = config.analysis
-  network, state = train.load_trained(config, workdir)
+  sample, state = checkpoints.load_trained(config, workdir)
+  network = sample.network
   key_record, key_analyse = jax.random.split(jax.random.key(c.seed))
   # Workdirs saved before the knob existed analyse items at the grid's minimum separation.
   separation = float(c.get('cue_separation', np.pi / 4))
   displays = displays_grid.design_grid(c.num_bins, cue_features=(0.0, separation))
-  responses, states = record(network, state.variables, displays, config.task, key_record,
-                             c.samples_per_display, config.diffusion.onset)
+  # A chunk of displays at a time: its trajectories, not the whole grid's, bound the memory.
+  responses, states = sample.chunked(state.variables, displays, key_record,
+                                     c.samples_per_display, DISPLAYS_PER_CHUNK, record=True)
   logging.info('Recorded %s states on %d grid displays.', states.shape, displays.num_displays)
   numbers, figures = report.analyse(
       key_analyse, states, displays, responses, network.epochs, num_bins=c.num_bins,
@@ -105,8 +87,7 @@ def analyse(config, workdir: str) -> dict:
 
 def load_run_config(run_dir: str):
   """The resolved config a training run saved in its workdir."""
-  from rnn_behaviour import train  # pylint: disable=g-import-not-at-top
-  return train.load_run_config(run_dir)
+  return run_record.load_run_config(run_dir)
 
 
 MECHANISM_COLUMNS = ('objective', 'seed') + report.SUMMARY_COLUMNS
@@ -179,14 +160,13 @@ def plot_mechanisms(curves: dict, epochs, path: str):
   axes[0].set_ylim(0, 1.05)
   axes[0].legend(fontsize=7)
   fig.tight_layout()
-  plots.save_figure(fig, path, dpi=110)
+  files.save_figure(fig, path)
   plt.close(fig)
 
 
 def analyse_comparison(workdir: str) -> list[dict]:
   """Analyses every run of an objectives comparison (`workdir/<objective>/seed_<s>/`) and writes
   `mechanisms.csv` and `mechanisms.md` into `workdir`. Runs analysed before are read back."""
-  import csv  # pylint: disable=g-import-not-at-top
   rows, details, curves, epochs = [], [], {}, None
   root = epath.Path(workdir)
   for objective in sorted(p.name for p in root.iterdir()):

@@ -37,23 +37,18 @@ The model observes the responses at its sample site 'response' (a `MixtureGenera
 uniform guess and each item's emission, `response_distribution`), so NumPyro's own tools do the
 rest: `Predictive` draws posterior-predictive replicates (`predictive_responses`) and
 `numpyro.infer.util.log_likelihood` gives per-trial log densities (`BNSFit.trial_log_likelihood`,
-the held-out lpd of `cross_validate_folds`).
+the held-out lpd of `bns_cv.cross_validate_folds`).
 
-Fitting: SVI (default; a multivariate-normal guide, ELBO, Adam; run by `SVI.run` in chunks
-between which progress is shown and divergence checked) or NUTS. A fit is saved as a
-folder: `fit.json` (spec, labels, settings), `samples.npz` (posterior draws of every parameter)
-and, for SVI, `guide_params.npz`. `cross_validate` returns held-out log predictive densities by
-k-fold CV, fitting all folds at once (vmapped SVI).
+Fitting: SVI (default; svi.py runs it in chunks, checks divergence, restarts) or NUTS. A fit is
+saved as a folder: `fit.json` (spec, labels, settings), `samples.npz` (posterior draws) and, for
+SVI, `guide_params.npz`. The wrapped stable law lives in stable.py, cross-validation in bns_cv.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import time
 
-from etils import epath
 import flax
 import jax
 import jax.numpy as jnp
@@ -65,8 +60,9 @@ from numpyro.distributions import constraints
 from numpyro.infer import autoguide
 from numpyro.infer.util import log_likelihood
 
-from rnn_behaviour import circular
 from rnn_behaviour.behaviour import data as data_lib
+from rnn_behaviour.behaviour import stable
+from rnn_behaviour.behaviour import svi as svi_lib
 
 DIMENSIONS = ('cue', 'report', 'torus')
 EMISSIONS = ('von_mises', 'wrapped_stable')
@@ -258,51 +254,6 @@ def make_data(spec: BNSSpec, table: data_lib.TrialTable, labels: Labels | None =
                  group_index=jnp.asarray(group)), labels
 
 
-def _stable_log_density(cos_table, gamma, alpha):
-  """log of the wrapped symmetric stable density from its Fourier series.
-
-  p(x) = (1 / 2 pi) (1 + 2 sum_{p=1}^P exp(-(gamma p)^alpha) cos(p x)); cos_table (..., P)
-  holds cos(p x); gamma, alpha broadcast against (...). Truncation can make the series dip
-  below zero far in the tails of very peaked laws; it is floored there.
-  """
-  p = jnp.arange(1, cos_table.shape[-1] + 1, dtype=jnp.float32)
-  coef = jnp.exp(-jnp.power(gamma[..., None] * p, alpha[..., None]))
-  dens = (1.0 + 2.0 * jnp.sum(coef * cos_table, axis=-1)) / (2 * jnp.pi)
-  return jnp.log(jnp.maximum(dens, 1e-8))
-
-
-class WrappedStable(dist.Distribution):
-  """Wrapped symmetric alpha-stable law on the circle, characteristic function exp(-|gamma t|^a).
-
-  Density by its Fourier series truncated at `num_terms` (see `_stable_log_density`);
-  samples by Chambers-Mallows-Stuck, wrapped to [-pi, pi).
-  """
-  arg_constraints = {'loc': constraints.real, 'gamma': constraints.positive,
-                     'alpha': constraints.interval(0.0, 2.0)}
-  support = constraints.circular
-  reparametrized_params = []
-
-  def __init__(self, loc, gamma, alpha, num_terms: int = 64, *, validate_args=None):
-    self.loc, self.gamma, self.alpha = jnp.broadcast_arrays(loc, gamma, alpha)
-    self.num_terms = num_terms
-    super().__init__(batch_shape=jnp.shape(self.loc), validate_args=validate_args)
-
-  def sample(self, key, sample_shape=()):
-    from rnn_behaviour.behaviour import surrogate  # pylint: disable=g-import-not-at-top
-    shape = sample_shape + self.batch_shape
-    noise = surrogate.sample_symmetric_stable(key, jnp.broadcast_to(self.alpha, shape),
-                                              jnp.broadcast_to(self.gamma, shape))
-    return circular.wrap(self.loc + noise)
-
-  def log_prob(self, value):
-    p = jnp.arange(1, self.num_terms + 1, dtype=jnp.float32)
-    cos_table = jnp.cos((value - self.loc)[..., None] * p)
-    return _stable_log_density(cos_table, self.gamma, self.alpha)
-
-  pytree_data_fields = ('loc', 'gamma', 'alpha')
-  pytree_aux_fields = ('num_terms',)
-
-
 def response_distribution(params, d: BNSData, spec: BNSSpec):
   """Every trial's response distribution under one parameter set: a `MixtureGeneral` of the
   uniform guess, the target's and the non-targets' emissions, batch shape (T,)."""
@@ -314,7 +265,7 @@ def response_distribution(params, d: BNSData, spec: BNSSpec):
     emit = lambda loc: dist.VonMises(loc, kappa)
   else:
     gamma, alpha = params['gamma'][d.group_index], params['alpha'][d.group_index]
-    emit = lambda loc: WrappedStable(loc, gamma, alpha, spec.stable_terms)
+    emit = lambda loc: stable.WrappedStable(loc, gamma, alpha, spec.stable_terms)
   components = [guess] + [emit(d.centres[:, j]) for j in range(d.centres.shape[1])]
   # Padded non-target slots have weight exactly 0 (logit -inf), which argument validation
   # would reject as not a real number.
@@ -425,15 +376,19 @@ class BNSFit:
     return out
 
   def bound_model(self):
-    """`model` with this fit's spec and index sizes: f(d, trial_weight=None, observe=True)."""
-    nf, ng = self.labels.num_functions(self.spec), self.labels.num_groups(self.spec)
-    return lambda d, trial_weight=None, observe=True: model(d, self.spec, nf, ng, trial_weight,
-                                                            observe)
+    """`model` with this fit's spec and index sizes (`bound_model`)."""
+    return bound_model(self.spec, self.labels)
 
   def trial_log_likelihood(self, table: data_lib.TrialTable):
     """(S, T) log p(y_t | draw s): NumPyro's `log_likelihood` at the 'response' site."""
     d, _ = make_data(self.spec, table, self.labels)
     return heldout_log_likelihood(self.bound_model(), self.latent_samples(), d)
+
+
+def bound_model(spec: BNSSpec, labels: Labels):
+  """`model` with `spec` and the index sizes of `labels`: f(d, trial_weight=None, observe=True)."""
+  nf, ng = labels.num_functions(spec), labels.num_groups(spec)
+  return lambda d, trial_weight=None, observe=True: model(d, spec, nf, ng, trial_weight, observe)
 
 
 def heldout_log_likelihood(bound_model, latent, d: BNSData, batch_size: int = 16):
@@ -467,7 +422,8 @@ def predictive_responses(key, fit_: 'BNSFit', table: data_lib.TrialTable,
   return np.asarray(predictive(key, d, observe=False)['response'], np.float64)
 
 
-def _guide(spec_model, guide: str):
+def guide_of(spec_model, guide: str):
+  """The SVI guide config.fit.guide names: a full-rank ('mvn') or diagonal ('normal') normal."""
   if guide == 'mvn':
     return autoguide.AutoMultivariateNormal(spec_model,
                                             init_loc_fn=numpyro.infer.init_to_median)
@@ -476,145 +432,20 @@ def _guide(spec_model, guide: str):
   raise ValueError(f"guide must be 'mvn' or 'normal', got {guide!r}")
 
 
-def _svi_parts(spec, labels, guide, learning_rate):
+def svi_parts(spec, labels, guide, learning_rate):
+  """(SVI, guide) of the BNS model of `spec` over `labels`' functions and groups."""
   nf, ng = labels.num_functions(spec), labels.num_groups(spec)
 
   def bound(d, trial_weight):
     return model(d, spec, nf, ng, trial_weight)
 
-  g = _guide(bound, guide)
+  g = guide_of(bound, guide)
   # The step size lives in the optimiser state (inject_hyperparams), so a restart at a lower
-  # step size reuses the compiled update (see `_with_learning_rate`).
+  # step size reuses the compiled update (see `svi.with_learning_rate`).
   optim = optax.chain(optax.clip_by_global_norm(10.0),
                       optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate))
   svi = numpyro.infer.SVI(bound, g, optim, numpyro.infer.Trace_ELBO())
   return svi, g
-
-
-def _with_learning_rate(state, learning_rate: float):
-  """An SVI state whose Adam step size is `learning_rate` (every fold's, if vmapped)."""
-  old = optax.tree_utils.tree_get(state, 'learning_rate')
-  return optax.tree_utils.tree_set(state, learning_rate=jnp.full_like(old, learning_rate))
-
-
-def _run_svi(svi, state, d, trial_weight, num_steps):
-  """`num_steps` SVI steps from `state` by `SVI.run` (no progress bar: a `lax.scan`, so it
-  jits and vmaps over folds); returns (state, losses (num_steps,))."""
-  result = svi.run(None, num_steps, d, trial_weight, progress_bar=False, init_state=state)
-  return result.state, result.losses
-
-
-def _chunk_length(num_steps: int, max_chunks: int = 20) -> int:
-  """The largest divisor-based chunk so that num_steps splits into <= max_chunks equal parts.
-
-  Equal chunks compile once; between chunks the host logs progress and stops early on NaN.
-  """
-  for n in range(min(max_chunks, num_steps), 0, -1):
-    if num_steps % n == 0:
-      return num_steps // n
-  return num_steps
-
-
-def run_svi_chunked(run_chunk, state, num_steps: int, describe=None, tick=None):
-  """Runs `run_chunk(state) -> (state, losses (..., c))` until `num_steps`, in equal chunks.
-
-  Args:
-    run_chunk: a jitted function taking and returning an SVI state (any leading fold axis),
-      doing `_chunk_length(num_steps)` steps.
-    state: the initial state.
-    num_steps: total steps.
-    describe: optional `f(done, losses) -> str` for progress lines.
-    tick: a `progress.Throttle` (or any callable taking a message) for progress lines.
-
-  Returns:
-    (state, losses (..., steps run)): stops early once every loss of the last chunk is
-    non-finite (a NaN never recovers), so a diverged run costs less than a full one.
-  """
-  chunk = _chunk_length(num_steps)
-  losses = []
-  done = 0
-  while done < num_steps:
-    state, part = run_chunk(state)
-    part = np.asarray(part)
-    losses.append(part)
-    done += chunk
-    if tick is not None and describe is not None:
-      tick(describe(done, part))
-    if not np.isfinite(part[..., -1]).any():
-      break
-  return state, np.concatenate(losses, axis=-1)
-
-
-# A fit's loss trace is "exploding" when its last tenth averages this many nats above the best
-# tenth: SVI's single-sample ELBO is noisy, but a run that climbs back up by this much from
-# its best has left the basin it found (seen before NaNs on large data sets).
-EXPLODE_NATS_PER_TRIAL = 0.5
-
-
-def svi_divergence(losses, num_trials: int) -> str | None:
-  """Why an SVI loss trace (steps,) counts as diverged, or None when it does not.
-
-  Diverged: any non-finite loss, or the mean loss of the final tenth exceeding the lowest
-  tenth's mean by more than `EXPLODE_NATS_PER_TRIAL` x max(num_trials, 10) nats.
-  """
-  losses = np.asarray(losses, np.float64)
-  if not np.all(np.isfinite(losses)):
-    first = int(np.argmin(np.isfinite(losses)))
-    return f'non-finite ELBO loss from step {first + 1} of {len(losses)}'
-  tenth = max(len(losses) // 10, 1)
-  means = np.array([losses[i:i + tenth].mean() for i in range(0, len(losses) - tenth + 1,
-                                                                 tenth)])
-  rise = float(means[-1] - means.min())
-  if rise > EXPLODE_NATS_PER_TRIAL * max(num_trials, 10):
-    return f'exploding ELBO loss: the last tenth is {rise:.3g} nats above the best tenth'
-  return None
-
-
-def _params_finite(params) -> bool:
-  return all(bool(np.all(np.isfinite(np.asarray(v)))) for v in jax.tree_util.tree_leaves(params))
-
-
-def _svi_with_restarts(key, svi, run, d, trial_weight, num_steps, learning_rate, num_trials,
-                       max_restarts, lr_factor, tick=None, label='BNS SVI'):
-  """SVI from a fresh init, restarted at a lower step size while it diverges.
-
-  Args:
-    svi: the SVI object; run: jitted `(state, trial_weight) -> (state, losses)` doing
-      `_chunk_length(num_steps)` steps (compiled once for every try).
-    learning_rate: the first try's step size; each restart multiplies it by `lr_factor`.
-    label: names the fit in progress and warning lines.
-
-  Returns:
-    (state, losses, attempts): `attempts` lists every try as dict(learning_rate, diverged:
-    reason or None); the last is the one returned.
-
-  Raises:
-    FloatingPointError when the last try still diverges.
-  """
-  from rnn_behaviour.behaviour import progress  # pylint: disable=g-import-not-at-top
-  attempts = []
-  lr = float(learning_rate)
-  for attempt in range(max_restarts + 1):
-    # The first try uses `key` itself, so a fit that never diverges is the plain SVI fit.
-    key_init = key if attempt == 0 else jax.random.fold_in(key, attempt)
-    state = _with_learning_rate(svi.init(key_init, d, trial_weight), lr)
-    describe = lambda done, part, lr=lr: (f'{label}: step {done}/{num_steps}, loss '
-                                          f'{float(np.nanmean(part)):.1f} (lr {lr:.3g})')
-    state, losses = run_svi_chunked(lambda st: run(st, trial_weight), state, num_steps,
-                                    describe, tick)
-    reason = svi_divergence(losses, num_trials)
-    if reason is None and not _params_finite(svi.get_params(state)):
-      reason = 'non-finite guide parameters'
-    attempts.append(dict(learning_rate=lr, diverged=reason))
-    if reason is None:
-      return state, losses, attempts
-    if attempt < max_restarts:
-      progress.warning(f'{label} diverged ({reason}) at learning rate {lr:.3g}; restarting '
-                       f'from a new initialisation at {lr * lr_factor:.3g}')
-    lr *= lr_factor
-  raise FloatingPointError(
-      f'{label} diverged on every one of {max_restarts + 1} tries ({attempts[-1]["diverged"]}); '
-      'lower config.fit.svi_learning_rate or raise config.fit.svi_max_restarts')
 
 
 def fit(key, table: data_lib.TrialTable, spec: BNSSpec = BNSSpec(), *, inference: str = 'svi',
@@ -632,7 +463,7 @@ def fit(key, table: data_lib.TrialTable, spec: BNSSpec = BNSSpec(), *, inference
     num_samples: posterior draws kept (SVI: drawn from the guide; NUTS: after warm-up).
     num_warmup: NUTS warm-up.
     labels: index meaning (default: from the table).
-    max_restarts, restart_lr_factor: SVI that diverges (`svi_divergence`) is restarted from a
+    max_restarts, restart_lr_factor: SVI that diverges (`svi.svi_divergence`) is restarted from a
       new initialisation at `restart_lr_factor` times the step size, up to `max_restarts`
       times; `info['svi_attempts']` records every try.
     tick: optional progress callable (a `progress.Throttle`) for SVI progress lines.
@@ -651,10 +482,10 @@ def fit(key, table: data_lib.TrialTable, spec: BNSSpec = BNSSpec(), *, inference
   info = dict(inference=inference, num_trials=len(table))
   guide_params = None
   if inference == 'svi':
-    svi, g = _svi_parts(spec, labels, guide, learning_rate)
-    chunk = _chunk_length(num_steps)
-    run = jax.jit(lambda st, w: _run_svi(svi, st, d, w, chunk))
-    state, losses, attempts = _svi_with_restarts(
+    svi, g = svi_parts(spec, labels, guide, learning_rate)
+    chunk = svi_lib.chunk_length(num_steps)
+    run = jax.jit(lambda st, w: svi_lib.run_svi(svi, st, d, w, chunk))
+    state, losses, attempts = svi_lib.svi_with_restarts(
         key_fit, svi, run, d, None, num_steps, learning_rate, len(table), max_restarts,
         restart_lr_factor, tick, label='BNS fit')
     guide_params = jax.device_get(svi.get_params(state))
@@ -680,219 +511,9 @@ def fit(key, table: data_lib.TrialTable, spec: BNSSpec = BNSSpec(), *, inference
                 guide_params=guide_params)
 
 
-@dataclasses.dataclass
-class CrossValidation:
-  """k-fold held-out log predictive density of one model.
-
-  lpd: (T,) lpd_t of every trial, NaN for the trials of skipped folds.
-  folds: list of dict(fold, num_heldout, status: 'ok' | 'recovered' | 'skipped', attempts:
-    every SVI try as dict(learning_rate, diverged: reason or None)).
-  """
-  lpd: np.ndarray
-  folds: list
-
-  @property
-  def skipped(self) -> list:
-    return [f['fold'] for f in self.folds if f['status'] == 'skipped']
-
-  @property
-  def recovered(self) -> list:
-    return [f['fold'] for f in self.folds if f['status'] == 'recovered']
-
-
-def cross_validate(key, table: data_lib.TrialTable, spec: BNSSpec, folds: np.ndarray, *,
-                   num_steps: int = 2000, learning_rate: float = 0.02, num_samples: int = 200,
-                   guide: str = 'mvn', **kwargs) -> np.ndarray:
-  """Held-out lpd of every trial by k-fold CV with SVI, (T,); see `cross_validate_folds`."""
-  return cross_validate_folds(key, table, spec, folds, num_steps=num_steps,
-                              learning_rate=learning_rate, num_samples=num_samples,
-                              guide=guide, **kwargs).lpd
-
-
-def cross_validate_folds(key, table: data_lib.TrialTable, spec: BNSSpec, folds: np.ndarray, *,
-                         num_steps: int = 2000, learning_rate: float = 0.02,
-                         num_samples: int = 200, guide: str = 'mvn', max_restarts: int = 2,
-                         restart_lr_factor: float = 0.3, tick=None,
-                         label: str = 'BNS CV', done: dict | None = None,
-                         on_fold=None) -> CrossValidation:
-  """Held-out log predictive density of every trial by k-fold CV with SVI.
-
-  lpd_t = log mean_s p(y_t | theta_s), theta_s drawn from the guide fitted to the other folds.
-  All folds are first fitted in one vmapped optimisation (one compilation). A fold whose SVI
-  diverged (`svi_divergence`, or non-finite guide parameters) is refitted alone from a new
-  initialisation at `restart_lr_factor` times the step size, up to `max_restarts` times
-  (status 'recovered'); if it still diverges its trials get NaN and the fold is 'skipped',
-  with a warning, instead of failing the whole comparison.
-
-  Args:
-    key: PRNG key.
-    table: trials; folds (T,) int fold of every trial.
-    num_steps, learning_rate, guide: SVI settings; num_samples: guide draws per fold.
-    tick: optional progress callable; label: names the model in progress/warning lines.
-    done: optional {fold id: result} of folds finished by an earlier, interrupted run (what
-      `on_fold` was given): they are read back, not refitted (their report says
-      `reused: True`); only the other folds are fitted, still together.
-    on_fold: optional callable(fold id, result) called as each fold is scored, result =
-      dict(lpd: the fold's held-out lpd_t in table order, None where not finite; report: the
-      fold's entry of `CrossValidation.folds`). A caller that saves it can resume (`done`).
-
-  A fold's result depends only on its own key (split from `key` by fold position), so the
-  folds fitted on a rerun are the same fits as in an uninterrupted run (up to float round-off
-  of a vmap over fewer folds).
-  """
-  from rnn_behaviour.behaviour import progress  # pylint: disable=g-import-not-at-top
-  d, labels = make_data(spec, table)
-  folds = np.asarray(folds)
-  fold_ids = np.unique(folds)
-  weights = jnp.asarray(folds[None, :] != fold_ids[:, None], jnp.float32)   # (K, T)
-  svi, g = _svi_parts(spec, labels, guide, learning_rate)
-  key_init, key_fit, key_post, key_retry = jax.random.split(key, 4)
-  done = {int(k): v for k, v in (done or {}).items()}
-  todo = [i for i, k in enumerate(fold_ids) if int(k) not in done]
-  chunk = _chunk_length(num_steps)
-  position = {i: p for p, i in enumerate(todo)}
-  if todo:
-    state = svi.init(key_init, d, weights[0])
-    states = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (len(todo),) + a.shape),
-                                    state)
-    states = states._replace(
-        rng_key=jax.random.split(key_fit, len(fold_ids))[np.asarray(todo)])
-    run = jax.jit(jax.vmap(lambda s, w: _run_svi(svi, s, d, w, chunk)))
-    describe = lambda step, part: (f'{label}: {len(todo)} folds together, step '
-                                   f'{step}/{num_steps}, mean loss '
-                                   f'{float(np.nanmean(part)):.1f}')
-    todo_weights = weights[np.asarray(todo)]
-    states, losses = run_svi_chunked(lambda st: run(st, todo_weights), states, num_steps,
-                                     describe, tick)
-  if done:
-    progress.info(f'{label}: reusing {len(done)} of {len(fold_ids)} folds finished by an '
-                  'earlier run')
-  num_train = np.asarray(weights.sum(1))
-  run_one = jax.jit(lambda st, w: _run_svi(svi, st, d, w, chunk))    # Refits, one fold.
-
-  nf, ng = labels.num_functions(spec), labels.num_groups(spec)
-  bound = lambda d, trial_weight=None, observe=True: model(d, spec, nf, ng, trial_weight,
-                                                           observe)
-
-  @jax.jit
-  def heldout(state, k):
-    params = svi.get_params(state)
-    latent = g.sample_posterior(k, params, sample_shape=(num_samples,))
-    latent = {n: v for n, v in latent.items() if n in LATENT_SITES}
-    ll = heldout_log_likelihood(bound, latent, d)
-    return jax.scipy.special.logsumexp(ll, axis=0) - jnp.log(num_samples)
-
-  out = np.full(len(table), np.nan)
-  report = []
-  for i, k in enumerate(fold_ids):
-    sel = folds == k
-    if int(k) in done:
-      out[sel] = [np.nan if x is None else x for x in done[int(k)]['lpd']]
-      report.append(dict(done[int(k)]['report'], reused=True))
-      continue
-    state_i = jax.tree_util.tree_map(lambda a, p=position[i]: a[p], states)
-    reason = svi_divergence(losses[position[i]], int(num_train[i]))
-    if reason is None and not _params_finite(svi.get_params(state_i)):
-      reason = 'non-finite guide parameters'
-    attempts = [dict(learning_rate=float(learning_rate), diverged=reason)]
-    status = 'ok'
-    if reason is not None and max_restarts == 0:
-      status = 'skipped'
-    elif reason is not None:
-      progress.warning(f'{label}: fold {i + 1}/{len(fold_ids)} diverged ({reason}); '
-                       'refitting it alone at a lower step size')
-      try:
-        state_i, _, more = _svi_with_restarts(
-            jax.random.fold_in(key_retry, i), svi, run_one, d, weights[i], num_steps,
-            learning_rate * restart_lr_factor, int(num_train[i]), max_restarts - 1,
-            restart_lr_factor, tick, label=f'{label} fold {i + 1}/{len(fold_ids)}')
-        attempts += more
-        status = 'recovered'
-      except FloatingPointError as e:
-        attempts.append(dict(learning_rate=None, diverged=str(e)))
-        status = 'skipped'
-    if status != 'skipped':
-      lpd = np.asarray(heldout(state_i, jax.random.fold_in(key_post, i)))
-      if not np.all(np.isfinite(lpd[sel])):
-        status = 'skipped'
-        attempts.append(dict(learning_rate=None, diverged='non-finite held-out density'))
-      else:
-        out[sel] = lpd[sel]
-    if status == 'skipped':
-      progress.warning(f'{label}: fold {i + 1}/{len(fold_ids)} skipped (SVI diverged on every '
-                       f'try); its {int(sel.sum())} held-out trials are left out of this '
-                       "model's score")
-    elif status == 'recovered':
-      progress.warning(f'{label}: fold {i + 1}/{len(fold_ids)} recovered at learning rate '
-                       f'{attempts[-1]["learning_rate"]:.3g}')
-    report.append(dict(fold=int(k), num_heldout=int(sel.sum()), status=status,
-                       attempts=attempts))
-    if on_fold is not None:
-      on_fold(int(k), dict(lpd=[float(x) if np.isfinite(x) else None for x in out[sel]],
-                           report=report[-1]))
-  return CrossValidation(lpd=out, folds=report)
-
-
-def make_folds(key, num_trials: int, num_folds: int) -> np.ndarray:
-  """(T,) fold of every trial: a random permutation dealt round-robin (sizes differ by <= 1)."""
-  if num_folds < 2:
-    raise ValueError(f'cross-validation needs >= 2 folds, got {num_folds}')
-  perm = np.asarray(jax.random.permutation(key, num_trials))
-  folds = np.empty(num_trials, np.int64)
-  folds[perm] = np.arange(num_trials) % num_folds
-  return folds
-
-
 # --------------------------------------------------------------------------------------------
-# Save / load, swap-function grid
+# Swap-function grid
 # --------------------------------------------------------------------------------------------
-
-
-def save(fit_: BNSFit, directory: str, config: dict | None = None) -> str:
-  """Writes fit.json, samples.npz and (SVI) guide_params.npz into `directory` (local or cloud)."""
-  folder = epath.Path(directory)
-  folder.mkdir(parents=True, exist_ok=True)
-  meta = dict(spec=fit_.spec.to_json(), set_sizes=list(fit_.labels.set_sizes),
-              subjects=list(fit_.labels.subjects), info=fit_.info, config=config or {})
-  # fit.json last: a fit.json present means the arrays beside it were written whole (a run
-  # killed while saving leaves no fit.json, so a rerun refits instead of reading half a fit).
-  (folder / 'fit.json').unlink(missing_ok=True)
-  _write_npz(folder / 'samples.npz', fit_.samples)
-  if fit_.guide_params is not None:
-    _write_npz(folder / 'guide_params.npz',
-               {k: np.asarray(v) for k, v in fit_.guide_params.items()})
-  (folder / 'fit.json').write_text(json.dumps(meta, indent=2, default=str))
-  return directory
-
-
-def _write_npz(path: epath.Path, arrays: dict) -> None:
-  # Built in memory: a cloud file object cannot seek back, which zip writing may want.
-  buffer = io.BytesIO()
-  np.savez(buffer, **arrays)
-  path.write_bytes(buffer.getvalue())
-
-
-def _read_npz(path: epath.Path) -> dict:
-  # np.load of an .npz reads lazily from its file: the bytes are read whole first.
-  with np.load(io.BytesIO(path.read_bytes())) as z:
-    return {k: z[k] for k in z.files}
-
-
-def load(directory: str) -> BNSFit:
-  """Reads a fit written by `save`."""
-  folder = epath.Path(directory)
-  path = folder / 'fit.json'
-  if not path.exists():
-    raise FileNotFoundError(f'{path}: no saved BNS fit here (run --mode=fit_behaviour first)')
-  meta = json.loads(path.read_text())
-  samples = _read_npz(folder / 'samples.npz')
-  guide_path = folder / 'guide_params.npz'
-  guide_params = _read_npz(guide_path) if guide_path.exists() else None
-  labels = Labels(set_sizes=tuple(int(s) for s in meta['set_sizes']),
-                  subjects=tuple(str(s) for s in meta['subjects']))
-  info = dict(meta.get('info', {}), config=meta.get('config', {}))
-  return BNSFit(spec=BNSSpec.from_json(meta['spec']), labels=labels, samples=samples,
-                info=info, guide_params=guide_params)
 
 
 SWAP_COLUMNS = ('set_size', 'dimension', 'distance', 'logit_mean', 'logit_lower', 'logit_upper')

@@ -39,10 +39,8 @@ data do not contain is an error, never an empty result.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import io
-import math
 import os
 from typing import Sequence
 
@@ -53,16 +51,12 @@ import scipy.io
 
 from rnn_behaviour import circular
 from rnn_behaviour import errors
+from rnn_behaviour import files
 from rnn_behaviour import task as task_lib
 from rnn_behaviour import workdir as workdir_lib
+from rnn_behaviour.behaviour import trial_files
 
-ANGLE_UNITS = ('radians', 'degrees')
-# Accepted raw ranges per unit: the union of the [-pi, pi) and [0, 2 pi) conventions (closed,
-# since files written as [-pi, pi] exist, the Bays file among them).
-_ANGLE_RANGE = {'radians': (-np.pi, 2.0 * np.pi), 'degrees': (-180.0, 360.0)}
-_RANGE_TEXT = {'radians': '[-pi, 2*pi]', 'degrees': '[-180, 360]'}
-# float32 pi exceeds float64 pi by 8.7e-8; files written from float32 arrays must still load.
-_RANGE_SLACK = 1e-6
+ANGLE_UNITS = trial_files.ANGLE_UNITS
 
 # Every error about the data: a ValueError and a UserError (errors.py).
 DataError = errors.DataError
@@ -258,7 +252,7 @@ def load_bays2009(path: str, *, subjects: Sequence | None = None,
       fits are made per duration; by default condition is '' and durations are pooled.
   """
   if epath.Path(path).is_dir():
-    check_file(path)
+    trial_files.check_file(path)
   if not epath.Path(path).exists():
     raise errors.DataFileNotFound(
         f'{path}: no such file. The Bays et al. (2009) data are public at osf.io/c2yx5 '
@@ -304,13 +298,6 @@ def load_bays2009(path: str, *, subjects: Sequence | None = None,
 # CSV
 # --------------------------------------------------------------------------------------------
 
-_REQUIRED = ('set_size', 'cued', 'response')
-
-
-def _is_empty(text: str) -> bool:
-  return text.strip() == ''
-
-
 def load_csv(path: str, *, angle_unit: str = 'radians', subjects: Sequence | None = None,
              set_sizes: Sequence | None = None,
              conditions: Sequence | None = None) -> TrialTable:
@@ -328,187 +315,20 @@ def load_csv(path: str, *, angle_unit: str = 'radians', subjects: Sequence | Non
   """
   if angle_unit not in ANGLE_UNITS:
     raise DataError(f'angle_unit must be one of {ANGLE_UNITS}, got {angle_unit!r}')
-  check_file(path)
-  lines = read_text_lines(path)
-  delimiter = _delimiter(lines[0] if lines else '')
-  reader = csv.reader(lines, delimiter=delimiter)
-  try:
-    parsed = list(reader)
-  except csv.Error as e:
-    raise DataError(f'{path}: line {reader.line_num}: not a CSV file ({e})') from None
-  if not parsed:
-    raise DataError(f'{path}: empty file (expected a header row)')
-  header, rows = [h.strip() for h in parsed[0]], parsed[1:]
-  # Trailing blank lines are common in hand-written files; they are not trials.
-  while rows and all(_is_empty(c) for c in rows[-1]):
-    rows.pop()
-  if not rows:
-    raise DataError(f'{path}: no data rows')
-  dupes = sorted({h for h in header if header.count(h) > 1})
-  if dupes:
-    raise DataError(f'{path}: duplicate column(s) {dupes}')
-  index = {h: i for i, h in enumerate(header)}
-  missing = [c for c in _REQUIRED if c not in index]
-  if missing:
-    hint = (' (the header is one field: this reader splits on commas, tabs or semicolons, and '
-            'found none of them in the header line)' if len(header) == 1 else '')
-    raise DataError(f'{path}: missing column(s) {missing}; the header is {header}{hint}')
-  item_cols = {}
-  for prefix in ('cue', 'report'):
-    nums = sorted(int(h[len(prefix) + 1:]) for h in header
-                  if h.startswith(prefix + '_') and h[len(prefix) + 1:].isdigit())
-    item_cols[prefix] = nums
-  width_cols = max(item_cols['cue'] + item_cols['report'] + [0])
-
-  def where(row_i, column):
-    return f'{path}: column {column!r}, data row {row_i + 1} (line {row_i + 2})'
-
-  def cell(row_i, row, column):
-    i = index[column]
-    return row[i] if i < len(row) else ''
-
-  def number(row_i, row, column, integer=False):
-    text = cell(row_i, row, column)
-    if _is_empty(text):
-      raise DataError(f'{where(row_i, column)}: empty required field')
-    try:
-      value = float(text)
-    except ValueError:
-      raise DataError(f'{where(row_i, column)}: not a number: {text!r}') from None
-    if math.isnan(value):
-      raise DataError(f'{where(row_i, column)}: NaN in a required field')
-    if integer:
-      if not value.is_integer():
-        raise DataError(f'{where(row_i, column)}: expected an integer, got {text!r}')
-      return int(value)
-    return value
-
-  lo, hi = _ANGLE_RANGE[angle_unit]
-
-  def angle(row_i, row, column):
-    value = number(row_i, row, column)
-    if not lo - _RANGE_SLACK <= value <= hi + _RANGE_SLACK:
-      hint = (" (values look like degrees: pass angle_unit='degrees')"
-              if angle_unit == 'radians' and abs(value) <= 360 else '')
-      raise DataError(f'{where(row_i, column)}: angle {value} outside the {angle_unit} range '
-                      f'{_RANGE_TEXT[angle_unit]}{hint}')
-    return value
-
-  n_rows = len(rows)
-  set_size = np.zeros(n_rows, np.int64)
-  cued = np.zeros(n_rows, np.int64)
-  response = np.zeros(n_rows)
-  cue = np.full((n_rows, max(width_cols, 1)), np.nan)
-  report = np.full((n_rows, max(width_cols, 1)), np.nan)
-  has_subject, has_condition = 'subject' in index, 'condition' in index
-  subject = np.full(n_rows, '', object)
-  condition = np.full(n_rows, '', object)
-  for r, row in enumerate(rows):
-    if len(row) > len(header) and any(not _is_empty(c) for c in row[len(header):]):
-      raise DataError(f'{path}: data row {r + 1} (line {r + 2}) has {len(row)} fields, the '
-                      f'header {len(header)}')
-    n = number(r, row, 'set_size', integer=True)
-    if n < 1:
-      raise DataError(f'{where(r, "set_size")}: set size must be >= 1, got {n}')
-    for prefix in ('cue', 'report'):
-      absent = [j for j in range(1, n + 1) if f'{prefix}_{j}' not in index]
-      if absent:
-        raise DataError(f'{path}: missing column {prefix}_{absent[0]} needed by data row '
-                        f'{r + 1} (line {r + 2}), whose set_size is {n}')
-    k = number(r, row, 'cued', integer=True)
-    if not 1 <= k <= n:
-      raise DataError(f'{where(r, "cued")}: cued item {k} out of range 1..{n} (set_size {n}); '
-                      'cued is 1-based: 1 names the item in cue_1/report_1'
-                      + (' (a 0-based file: add 1 to the column)' if k == 0 else ''))
-    response[r] = angle(r, row, 'response')
-    for prefix, out in (('cue', cue), ('report', report)):
-      for j in range(1, n + 1):
-        out[r, j - 1] = angle(r, row, f'{prefix}_{j}')
-      for j in item_cols[prefix]:
-        if j > n and not _is_empty(cell(r, row, f'{prefix}_{j}')):
-          raise DataError(f'{where(r, f"{prefix}_{j}")}: set_size is {n} but item {j} is given '
-                          '(cells past the set size must be empty)')
-    set_size[r], cued[r] = n, k - 1
-    if has_subject:
-      subject[r] = cell(r, row, 'subject').strip()
-    if has_condition:
-      condition[r] = cell(r, row, 'condition').strip()
+  trial_files.check_file(path)
+  header, rows = trial_files.read_rows(path)
+  parsed = trial_files.parse_rows(path, header, rows, angle_unit)
+  set_size = parsed['set_size']
   width = int(set_size.max())
+  cue, report, response = parsed['cue'], parsed['report'], parsed['response']
   if angle_unit == 'degrees':
-    _check_not_radians(path, response, cue[:, :width], report[:, :width])
+    trial_files.check_not_radians(path, response, cue[:, :width], report[:, :width])
   scale = 1.0 if angle_unit == 'radians' else np.pi / 180.0
   table = TrialTable(cue=_wrap_exact(cue[:, :width] * scale),
-                     report=_wrap_exact(report[:, :width] * scale), cued=cued,
-                     set_size=set_size, response=_wrap_exact(response * scale), subject=subject,
-                     condition=condition, source=path)
+                     report=_wrap_exact(report[:, :width] * scale), cued=parsed['cued'],
+                     set_size=set_size, response=_wrap_exact(response * scale),
+                     subject=parsed['subject'], condition=parsed['condition'], source=path)
   return table.select(subjects, set_sizes, conditions)
-
-
-_DELIMITERS = (',', '\t', ';')
-
-
-def _delimiter(header_line: str) -> str:
-  """The field separator of a trial file from its header line: a comma, unless the header has
-  no comma and does have tabs (a spreadsheet's "tab-separated" export) or semicolons (a
-  spreadsheet's CSV export in locales whose decimal mark is a comma)."""
-  if ',' in header_line:
-    return ','
-  counts = {d: header_line.count(d) for d in _DELIMITERS[1:]}
-  best = max(counts, key=counts.get)
-  return best if counts[best] else ','
-
-
-# A degrees file spans far more than +-2 pi: delayed-estimation responses cover the circle. A
-# file declared in degrees whose every angle lies within +-2 pi holds radians.
-_RADIANS_LIMIT = 2.0 * np.pi + _RANGE_SLACK
-
-
-def _check_not_radians(path, *angles) -> None:
-  """Raises DataError when every (non-NaN) angle of a file declared in degrees is within
-  +-2 pi: read as degrees, such a file would squeeze every angle into +-0.11 rad."""
-  values = np.concatenate([np.ravel(a) for a in angles])
-  values = values[~np.isnan(values)]
-  if values.size and np.all(np.abs(values) <= _RADIANS_LIMIT):
-    raise DataError(
-        f'{path}: declared in degrees (angle_unit=degrees) but every angle lies within +-2 pi '
-        f'(largest |angle| {np.max(np.abs(values)):.4g}): these are radians. Read as degrees '
-        'they would all fall within +-0.11 rad and the fit would be meaningless; pass '
-        '--config.data.angle_unit=radians')
-
-
-def check_file(path: str) -> None:
-  """Raises a clear error unless `path` is an existing regular file (not a directory)."""
-  if epath.Path(path).is_dir():
-    raise DataError(f'{path} is a directory; config.data.path must name a data file '
-                    '(a .csv trial table or the Bays 2009 .mat file)')
-  if not epath.Path(path).exists():
-    raise errors.DataFileNotFound(f'{path}: no such file')
-
-
-def read_text_lines(path: str) -> list[str]:
-  """The lines of a UTF-8 text file (a leading byte-order mark dropped), line ends kept.
-
-  Spreadsheet programs often save CSV as "UTF-8 with BOM"; without stripping it the first
-  column name would read '\ufeffsubject'. A file that is not UTF-8 text (Latin-1 accents, a
-  binary .mat file, NUL bytes) raises ValueError naming the file and the first bad line.
-  """
-  raw = epath.Path(path).read_bytes()
-  if raw.startswith(b'\xef\xbb\xbf'):
-    raw = raw[3:]
-  try:
-    text = raw.decode('utf-8')
-  except UnicodeDecodeError as e:
-    line = raw.count(b'\n', 0, e.start) + 1
-    hint = (' It looks like a MATLAB file: use --config.data.format=bays2009.'
-            if raw.startswith(b'MATLAB') else
-            ' Save it as UTF-8 (e.g. "CSV UTF-8" in a spreadsheet program).')
-    raise DataError(f'{path}: line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at '
-                    f'byte offset {e.start}).{hint}') from None
-  if '\x00' in text:
-    line = text.count('\n', 0, text.index('\x00')) + 1
-    raise DataError(f'{path}: line {line}: NUL byte; this is a binary file, not a CSV '
-                    'trial table') from None
-  return text.splitlines(keepends=True)
 
 
 def write_csv(table: TrialTable, path: str, *, angle_unit: str = 'radians') -> None:
@@ -525,10 +345,8 @@ def write_csv(table: TrialTable, path: str, *, angle_unit: str = 'radians') -> N
   header = (['subject'] if with_subject else []) + (['condition'] if with_condition else []) + [
       'set_size', 'cued', 'response'] + [f'cue_{j}' for j in range(1, n_max + 1)] + [
           f'report_{j}' for j in range(1, n_max + 1)]
-  fmt = lambda x: repr(float(x) * scale)
-  text = io.StringIO(newline='')      # epath's cloud files take no newline=: built here.
-  writer = csv.writer(text)
-  writer.writerow(header)
+  fmt = lambda x: float(x) * scale      # Written at full precision (`files.csv_cell`).
+  rows = []
   for t in range(table.num_trials):
     n = int(table.set_size[t])
     row = ([table.subject[t]] if with_subject else []) + (
@@ -536,9 +354,9 @@ def write_csv(table: TrialTable, path: str, *, angle_unit: str = 'radians') -> N
     row += [n, int(table.cued[t]) + 1, fmt(table.response[t])]
     for feats in (table.cue, table.report):
       row += [fmt(feats[t, j]) if j < n else '' for j in range(n_max)]
-    writer.writerow(row)
+    rows.append(row)
   epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
-  epath.Path(path).write_text(text.getvalue())
+  files.write_csv(path, header, rows)
 
 
 SELECTION_FIELDS = ('subjects', 'set_sizes', 'conditions')

@@ -14,9 +14,9 @@ nothing), in this order:
                         (90% band over posterior draws), n (trials of the set size), warning.
   ppc_nontarget_proximity.csv, .png
                         posterior-predictive check of the cue-similarity effect (see
-                        `nontarget_proximity_check`): per set size and cue distance, the share
-                        of responses within 0.4 rad of a non-target and more than 0.8 rad from
-                        the target, data against the model's 90% predictive band.
+                        `checks.nontarget_proximity_check`): per set size and cue distance,
+                        the share of responses within 0.4 rad of a non-target and more than
+                        0.8 rad from the target, data against the model's 90% predictive band.
   error_histograms.png  response-error histograms per set size with each model's predictive
                         error density on the same trials.
   swap_probability.png  per set size: P(report a non-target) against its cue distance, BNS
@@ -52,133 +52,35 @@ object write is atomic by itself.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
+import dataclasses
 import json
 import os
 import time
 
 from etils import epath
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from rnn_behaviour import circular
-from rnn_behaviour import errors
-from rnn_behaviour import workdir as workdir_lib
+from rnn_behaviour import files
 from rnn_behaviour.behaviour import bns as bns_lib
+from rnn_behaviour.behaviour import bns_cv
+from rnn_behaviour.behaviour import bns_files
+from rnn_behaviour.behaviour import checks
 from rnn_behaviour.behaviour import data as data_lib
+from rnn_behaviour.behaviour import fit_config
 from rnn_behaviour.behaviour import mixture
 from rnn_behaviour.behaviour import progress
 from rnn_behaviour.behaviour import surrogate
+from rnn_behaviour.behaviour import trial_files
 
 COMPARISON_COLUMNS = ('model', 'heldout_lpd', 'se', 'n', 'warning')
 SWAP_FILE_COLUMNS = bns_lib.SWAP_COLUMNS + ('n', 'warning')
-PPC_COLUMNS = ('set_size', 'cue_distance', 'n_nontargets', 'n', 'data_rate', 'data_se',
-               'model_mean', 'model_lower', 'model_upper', 'ppp', 'warning')
-# Defaults of the robustness fields, for configs written before they existed.
-FIT_DEFAULTS = dict(min_cell_trials=30, svi_max_restarts=2, svi_restart_lr_factor=0.3,
-                    progress_seconds=5.0, ppc_draws=200, plots=True)
-# Fields of config.fit that do not change the main BNS fit (only mixtures, CV or reporting).
-_NOT_BNS_FIELDS = ('mixture_models', 'cv_folds', 'cv_svi_steps', 'compare_dimensions',
-                   'compare_emissions', 'min_cell_trials', 'progress_seconds', 'ppc_draws',
-                   'plots')
-# A bad value of the data or fit block: a ValueError and a UserError (errors.py).
-ConfigError = errors.ConfigError
-
-
-def _check(value, allowed, name):
-  if value not in allowed:
-    raise ConfigError(f'{name} must be ' + ' or '.join(repr(a) for a in allowed)
-                      + f', got {value!r}')
-
-
-def _fit_value(fc, name):
-  return fc.get(name, FIT_DEFAULTS[name])
-
-
-def validate_config(config) -> None:
-  """Raises ValueError naming the first bad field of the `data` and `fit` blocks."""
-  for block in ('data', 'fit'):
-    if block not in config:
-      raise ConfigError(f'config.{block} is missing (use configs/fit_bays2009.py or fit_csv.py)')
-  d, f = config.data, config.fit
-  _check(d.format, ('bays2009', 'csv'), 'config.data.format')
-  _check(d.angle_unit, data_lib.ANGLE_UNITS, 'config.data.angle_unit')
-  for name in data_lib.SELECTION_FIELDS:
-    data_lib.parse_selection(d.get(name), name)        # Raises naming config.data.<name>.
-  _check(f.inference, bns_lib.INFERENCES, 'config.fit.inference')
-  _check(f.bns_dimension, bns_lib.DIMENSIONS, 'config.fit.bns_dimension')
-  _check(f.emission, bns_lib.EMISSIONS, 'config.fit.emission')
-  _check(f.guide, ('mvn', 'normal'), 'config.fit.guide')
-  for m in f.mixture_models:
-    _check(m, mixture.MODELS, 'config.fit.mixture_models[...]')
-  for m in f.compare_dimensions:
-    _check(m, bns_lib.DIMENSIONS, 'config.fit.compare_dimensions[...]')
-  for m in f.compare_emissions:
-    _check(m, bns_lib.EMISSIONS, 'config.fit.compare_emissions[...]')
-  if f.cv_folds == 1 or f.cv_folds < 0:
-    raise ConfigError(f'config.fit.cv_folds must be 0 (no comparison) or >= 2, got {f.cv_folds}')
-  for name in ('svi_steps', 'num_posterior_samples', 'num_fourier'):
-    if f[name] < (0 if name == 'num_fourier' else 1):
-      raise ConfigError(f'config.fit.{name} must be positive, got {f[name]}')
-  positive = lambda v: isinstance(v, (int, float)) and np.isfinite(v) and v > 0
-  if not positive(f.svi_learning_rate):
-    raise ConfigError('config.fit.svi_learning_rate must be a finite number > 0 (0 would return '
-                      f'the prior as the fit), got {f.svi_learning_rate!r}')
-  if f.get('cv_svi_steps', 0) < 0:
-    raise ConfigError(f'config.fit.cv_svi_steps must be >= 0 (0: svi_steps), got '
-                      f'{f.cv_svi_steps}')
-  if f.inference == 'nuts' and f.nuts_warmup < 1:
-    raise ConfigError(f'config.fit.nuts_warmup must be >= 1 for NUTS, got {f.nuts_warmup}')
-  if _fit_value(f, 'min_cell_trials') < 1:
-    raise ConfigError('config.fit.min_cell_trials must be >= 1, got '
-                      f'{_fit_value(f, "min_cell_trials")}')
-  if _fit_value(f, 'svi_max_restarts') < 0:
-    raise ConfigError('config.fit.svi_max_restarts must be >= 0, got '
-                      f'{_fit_value(f, "svi_max_restarts")}')
-  if not 0 < _fit_value(f, 'svi_restart_lr_factor') < 1:
-    raise ConfigError('config.fit.svi_restart_lr_factor must be in (0, 1), got '
-                      f'{_fit_value(f, "svi_restart_lr_factor")}')
-  if _fit_value(f, 'progress_seconds') < 0:
-    raise ConfigError('config.fit.progress_seconds must be >= 0, got '
-                      f'{_fit_value(f, "progress_seconds")}')
-  if _fit_value(f, 'ppc_draws') < 1:
-    raise ConfigError(f'config.fit.ppc_draws must be >= 1, got {_fit_value(f, "ppc_draws")}')
-
-
-def check_data_for_fit(table: data_lib.TrialTable, fit_config) -> None:
-  """Raises ValueError naming the config field the loaded data cannot satisfy."""
-  folds = int(fit_config.cv_folds)
-  if folds and len(table) < folds:
-    raise ConfigError(f'config.fit.cv_folds={folds} needs at least {folds} trials (one per '
-                      f'fold); {table.source or "the data"} has {len(table)} after selection. '
-                      'Set --config.fit.cv_folds=0 to skip the model comparison.')
-
-
-def _write_atomic(path, text: str) -> None:
-  """Never a half-written file, even if the run dies here: locally a replace of a temporary
-  file; on an object store (gs://...) one object write, atomic by itself."""
-  if not workdir_lib.is_local(path):
-    epath.Path(path).write_text(text)
-    return
-  tmp = os.fspath(path) + '.tmp'
-  epath.Path(tmp).write_text(text)
-  os.replace(tmp, path)
-
-
 def _write_rows(path, columns, rows):
-  text = io.StringIO(newline='')      # epath's cloud files take no newline=: built here.
-  writer = csv.DictWriter(text, fieldnames=columns)
-  writer.writeheader()
-  for row in rows:
-    writer.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in row.items()})
-  _write_atomic(path, text.getvalue())
+  files.write_csv(path, columns, rows, atomic=True)
 
 
 def _write_json(path, obj):
-  _write_atomic(path, json.dumps(obj, indent=2, default=str))
+  files.write_text_atomic(path, json.dumps(obj, indent=2, default=str))
 
 
 def _read_json(path):
@@ -193,12 +95,6 @@ def _join(folder: str, name: str) -> str:
   return os.fspath(epath.Path(folder) / name)
 
 
-def _save_figure(fig, path: str) -> None:
-  """Writes fig to `path`, local or cloud, in the format its extension names (PNG without)."""
-  with epath.Path(path).open('wb') as fh:
-    fig.savefig(fh, format=epath.Path(path).suffix[1:] or 'png', dpi=110)
-
-
 def _variant_name(spec: bns_lib.BNSSpec) -> str:
   return f'bns_{spec.dimension}_{spec.emission}'
 
@@ -206,75 +102,8 @@ def _variant_name(spec: bns_lib.BNSSpec) -> str:
 def _bns_kwargs(fc, cv: bool = False):
   steps = int(fc.cv_svi_steps) if cv and fc.get('cv_svi_steps', 0) else int(fc.svi_steps)
   return dict(num_steps=steps, learning_rate=float(fc.svi_learning_rate), guide=fc.guide,
-              max_restarts=int(_fit_value(fc, 'svi_max_restarts')),
-              restart_lr_factor=float(_fit_value(fc, 'svi_restart_lr_factor')))
-
-
-def _config_dict(config) -> dict:
-  return json.loads(config.to_json_best_effort()) if hasattr(config, 'to_json_best_effort') \
-      else dict(config)
-
-
-# --------------------------------------------------------------------------------------------
-# Cache keys
-# --------------------------------------------------------------------------------------------
-
-
-def file_sha256(path: str) -> str:
-  """Hex SHA-256 of a file's bytes."""
-  h = hashlib.sha256()
-  with epath.Path(path).open('rb') as fh:
-    for block in iter(lambda: fh.read(1 << 20), b''):
-      h.update(block)
-  return h.hexdigest()
-
-
-def _sha(obj) -> str:
-  return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def input_fingerprint(config, data_path: str) -> dict:
-  """What the outputs depend on: data bytes, the resolved data block and the fit block.
-
-  Returns dict(data_file, data_sha256, data (resolved block), fit, key, bns_key): `key` hashes
-  everything, `bns_key` everything but the fit fields that do not touch the main BNS fit.
-  """
-  cfg = _config_dict(config)
-  # The absolute path is part of the cache key; a cloud path (gs://...) is absolute already.
-  data = dict(cfg['data'], path=os.path.abspath(data_path) if workdir_lib.is_local(data_path)
-              else data_path)
-  for name in data_lib.SELECTION_FIELDS:
-    data[name] = data_lib.parse_selection(config.data.get(name), name)
-  fit = dict(cfg['fit'])
-  for name, value in FIT_DEFAULTS.items():
-    fit.setdefault(name, value)
-  out = dict(data_file=data['path'], data_sha256=file_sha256(data_path), data=data, fit=fit)
-  out['key'] = _sha([out['data_sha256'], data, fit])
-  out['bns_key'] = _sha([out['data_sha256'], data,
-                         {k: v for k, v in fit.items() if k not in _NOT_BNS_FIELDS}])
-  return out
-
-
-def describe_changes(old: dict | None, new: dict) -> str:
-  """Why the cache keyed by `old` (a previous `input_fingerprint`) does not serve `new`."""
-  if not old or 'key' not in old:
-    return 'no cache key in the previous summary (written by an older version)'
-  reasons = []
-  if old.get('data_sha256') != new['data_sha256']:
-    reasons.append(f'data file {new["data_file"]} changed (sha256 '
-                   f'{str(old.get("data_sha256"))[:12]} -> {new["data_sha256"][:12]})')
-  for block in ('data', 'fit'):
-    a, b = old.get(block, {}), new[block]
-    fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    if fields:
-      reasons.append(f'config.{block} changed: ' + ', '.join(
-          f'{k} {a.get(k)!r} -> {b.get(k)!r}' for k in fields))
-  return '; '.join(reasons) or 'the cache key changed'
-
-
-# --------------------------------------------------------------------------------------------
-# The pipeline
-# --------------------------------------------------------------------------------------------
+              max_restarts=int(fit_config.fit_value(fc, 'svi_max_restarts')),
+              restart_lr_factor=float(fit_config.fit_value(fc, 'svi_restart_lr_factor')))
 
 
 def _swap_rows(table, fit, min_trials):
@@ -324,143 +153,195 @@ def fit_behaviour(config, workdir: str) -> dict:
   `swap_function`, `bns_fit`, `ppc`, `plots`), `timings` (seconds), `comparison` rows,
   `warnings` and `inputs` (the cache key, see `input_fingerprint`).
   """
-  validate_config(config)
+  fit_config.validate_config(config)
   fc = config.fit
   data_path = data_lib.resolve_path(config.data.path)
-  data_lib.check_file(data_path)
+  trial_files.check_file(data_path)
   # The data are read (and every row checked) before anything is written: a bad file leaves
   # no empty behaviour/ folder behind.
   table = data_lib.load(config.data)
-  check_data_for_fit(table, fc)
+  fit_config.check_data_for_fit(table, fc)
   out = _join(workdir, 'behaviour')
   epath.Path(out).mkdir(parents=True, exist_ok=True)
-  cfg = _config_dict(config)
-  inputs = input_fingerprint(config, data_path)
-  summary_path = _join(out, 'summary.json')
-  previous = _read_json(summary_path)
+  inputs = fit_config.input_fingerprint(config, data_path)
+  previous = _finished_before(out, inputs)
   if previous is not None:
-    same = previous.get('inputs', {}).get('key') == inputs['key']
-    if same and previous.get('complete'):
-      progress.info(f'fit_behaviour: inputs unchanged (key {inputs["key"][:12]}); reusing '
-                    f'{out}')
-      return previous
-    progress.info(f'fit_behaviour: refitting into {out}: ' + (
-        'the previous run did not finish; stages it finished are reused' if same
-        else describe_changes(previous.get('inputs'), inputs)))
-  tick = progress.Throttle(float(_fit_value(fc, 'progress_seconds')))
-  min_trials = int(_fit_value(fc, 'min_cell_trials'))
-  key = jax.random.PRNGKey(int(fc.seed))
-  key_fit, key_cv, key_plot = jax.random.split(key, 3)
-  timings, warnings, paths, comparison = {}, [], {}, []
-  stages = ['mixtures', 'BNS fit', 'posterior-predictive check', 'plots'] + (
-      ['cross-validation'] if fc.cv_folds else [])
+    return previous
+  run = _FitRun(out=out, cfg=fit_config.config_dict(config), inputs=inputs, table=table,
+                fc=fc,
+                tick=progress.Throttle(float(fit_config.fit_value(fc, 'progress_seconds'))),
+                min_trials=int(fit_config.fit_value(fc, 'min_cell_trials')))
+  key_fit, key_cv, key_plot = jax.random.split(jax.random.PRNGKey(int(fc.seed)), 3)
+  fits = _mixtures(run)
+  fit = _main_bns_fit(run, key_fit)
+  ppc = _predictive_check(run, fit, key_plot)
+  _figures(run, fits, fit, ppc, key_plot)
+  _model_comparison(run, key_cv)
+  summary = run.save_summary(True)
+  run.stage(len(run.stages), f'done; results in {out}')
+  return summary
 
-  def stage(i, text):
-    tick(f'fit_behaviour [{i}/{len(stages)} {stages[i - 1]}]: {text}', force=True)
 
-  def save_summary(complete):
-    summary = dict(dir=out, config=cfg, inputs=inputs, complete=complete, timings=timings,
-                   comparison=comparison, num_trials=len(table), warnings=warnings, **paths)
-    _write_json(summary_path, summary)
-    return summary
+def _finished_before(out: str, inputs: dict) -> dict | None:
+  """The summary of a finished fit of the same inputs, reused; None (and why, in the log)
+  when the fit must run."""
+  previous = _read_json(_join(out, 'summary.json'))
+  if previous is None:
+    return None
+  same = previous.get('inputs', {}).get('key') == inputs['key']
+  if same and previous.get('complete'):
+    progress.info(f'fit_behaviour: inputs unchanged (key {inputs["key"][:12]}); reusing {out}')
+    return previous
+  progress.info(f'fit_behaviour: refitting into {out}: ' + (
+      'the previous run did not finish; stages it finished are reused' if same
+      else fit_config.describe_changes(previous.get('inputs'), inputs)))
+  return None
 
-  def warn(message):
-    warnings.append(message)
+
+@dataclasses.dataclass
+class _FitRun:
+  """One `fit_behaviour` run: where it writes, what it fits, and what it has found so far."""
+  out: str
+  cfg: dict
+  inputs: dict
+  table: data_lib.TrialTable
+  fc: object
+  tick: progress.Throttle
+  min_trials: int
+  timings: dict = dataclasses.field(default_factory=dict)
+  warnings: list = dataclasses.field(default_factory=list)
+  paths: dict = dataclasses.field(default_factory=dict)
+  comparison: list = dataclasses.field(default_factory=list)
+
+  @property
+  def stages(self) -> list[str]:
+    return ['mixtures', 'BNS fit', 'posterior-predictive check', 'plots'] + (
+        ['cross-validation'] if self.fc.cv_folds else [])
+
+  def stage(self, i: int, text: str) -> None:
+    self.tick(f'fit_behaviour [{i}/{len(self.stages)} {self.stages[i - 1]}]: {text}',
+              force=True)
+
+  def warn(self, message: str) -> None:
+    self.warnings.append(message)
     progress.warning(message)
 
-  # 1. Mixture models, every cell at once (reused when an earlier run finished them).
-  t0 = time.time()
-  fits = _mixture_stage(table, fc, inputs, out, lambda text: stage(1, text))
-  for w in _small_cell_warnings(table, min_trials):
-    warn(w)
-  timings['mixture'] = time.time() - t0
-  for w in _bound_warnings(fits):
-    warn(w)
-  paths['mixture_fits'] = _join(out, 'mixture_fits.csv')
-  mixture.write_fits_csv(fits, paths['mixture_fits'], min_trials)
-  save_summary(False)
+  def save_summary(self, complete: bool) -> dict:
+    summary = dict(dir=self.out, config=self.cfg, inputs=self.inputs, complete=complete,
+                   timings=self.timings, comparison=self.comparison,
+                   num_trials=len(self.table), warnings=self.warnings, **self.paths)
+    _write_json(_join(self.out, 'summary.json'), summary)
+    return summary
 
-  # 2. The main BNS fit (reused when its own key matches: a rerun after a later failure).
+
+def _mixtures(run: _FitRun) -> list:
+  """Stage 1: mixture models, every cell at once (reused when an earlier run finished them)."""
+  t0 = time.time()
+  fits = _mixture_stage(run.table, run.fc, run.inputs, run.out, lambda text: run.stage(1, text))
+  for w in _small_cell_warnings(run.table, run.min_trials):
+    run.warn(w)
+  run.timings['mixture'] = time.time() - t0
+  for w in _bound_warnings(fits):
+    run.warn(w)
+  run.paths['mixture_fits'] = _join(run.out, 'mixture_fits.csv')
+  mixture.write_fits_csv(fits, run.paths['mixture_fits'], run.min_trials)
+  run.save_summary(False)
+  return fits
+
+
+def _main_bns_fit(run: _FitRun, key_fit) -> bns_lib.BNSFit:
+  """Stage 2: the main BNS fit (reused when its own key matches: a rerun after a later
+  failure), and its swap function table."""
+  fc, table = run.fc, run.table
   spec = bns_lib.spec_from_config(fc)
-  fit_dir = _join(out, surrogate.FIT_SUBDIR)
+  fit_dir = _join(run.out, surrogate.FIT_SUBDIR)
   cached = _read_json(_join(fit_dir, 'fit.json'))
   t0 = time.time()
   fit = None
-  if cached and cached.get('info', {}).get('cache_key') == inputs['bns_key']:
+  if cached and cached.get('info', {}).get('cache_key') == run.inputs['bns_key']:
     try:
-      fit = bns_lib.load(fit_dir)
-      stage(2, f'reusing the fit in {fit_dir} (same data and BNS settings)')
+      fit = bns_files.load(fit_dir)
+      run.stage(2, f'reusing the fit in {fit_dir} (same data and BNS settings)')
     except (OSError, ValueError, KeyError) as e:      # Arrays unreadable: fit again.
-      warn(f'BNS fit: the saved fit in {fit_dir} cannot be read ({e}); fitting again')
+      run.warn(f'BNS fit: the saved fit in {fit_dir} cannot be read ({e}); fitting again')
   if fit is None:
-    stage(2, f'{spec.dimension} / {spec.emission}, {fc.inference}, {len(table)} trials')
+    run.stage(2, f'{spec.dimension} / {spec.emission}, {fc.inference}, {len(table)} trials')
     if spec.subject_effects:
       per_subject = {s: int(np.sum(table.subject == s)) for s in table.subjects()}
-      few = {s: n for s, n in per_subject.items() if n < min_trials}
+      few = {s: n for s, n in per_subject.items() if n < run.min_trials}
       if few:
-        warn(f'subject_effects: subjects {few} have fewer than {min_trials} trials; their '
-             'guess rate and precision are mostly the prior')
+        run.warn(f'subject_effects: subjects {few} have fewer than {run.min_trials} trials; '
+                 'their guess rate and precision are mostly the prior')
     fit = bns_lib.fit(key_fit, table, spec, inference=fc.inference,
                       num_samples=int(fc.num_posterior_samples),
-                      num_warmup=int(fc.nuts_warmup), tick=tick, **_bns_kwargs(fc))
-    fit.info['cache_key'] = inputs['bns_key']
+                      num_warmup=int(fc.nuts_warmup), tick=run.tick, **_bns_kwargs(fc))
+    fit.info['cache_key'] = run.inputs['bns_key']
     restarts = [a for a in fit.info.get('svi_attempts', []) if a['diverged']]
     if restarts:
-      warn(f'BNS fit: SVI diverged {len(restarts)} time(s) ({restarts[0]["diverged"]}); '
-           f'recovered at learning rate {fit.info["learning_rate"]:.3g}')
-    bns_lib.save(fit, fit_dir, config=cfg)
-  timings['bns'] = time.time() - t0
-  paths['bns_fit'] = fit_dir
-  paths['swap_function'] = _join(out, 'swap_function.csv')
-  _write_rows(paths['swap_function'], SWAP_FILE_COLUMNS, _swap_rows(table, fit, min_trials))
-  save_summary(False)
+      run.warn(f'BNS fit: SVI diverged {len(restarts)} time(s) ({restarts[0]["diverged"]}); '
+               f'recovered at learning rate {fit.info["learning_rate"]:.3g}')
+    bns_files.save(fit, fit_dir, config=run.cfg)
+  run.timings['bns'] = time.time() - t0
+  run.paths['bns_fit'] = fit_dir
+  run.paths['swap_function'] = _join(run.out, 'swap_function.csv')
+  _write_rows(run.paths['swap_function'], SWAP_FILE_COLUMNS,
+              _swap_rows(table, fit, run.min_trials))
+  run.save_summary(False)
+  return fit
 
-  # 3. Posterior-predictive check of the cue-similarity effect.
-  stage(3, f'{int(_fit_value(fc, "ppc_draws"))} replicate data sets')
+
+def _predictive_check(run: _FitRun, fit, key_plot) -> list[dict]:
+  """Stage 3: the posterior-predictive check of the cue-similarity effect."""
+  draws = int(fit_config.fit_value(run.fc, 'ppc_draws'))
+  run.stage(3, f'{draws} replicate data sets')
   t0 = time.time()
-  ppc = nontarget_proximity_check(jax.random.fold_in(key_plot, 2), table, fit,
-                                  num_draws=int(_fit_value(fc, 'ppc_draws')),
-                                  min_count=min_trials)
-  paths['ppc'] = _join(out, 'ppc_nontarget_proximity.csv')
-  _write_rows(paths['ppc'], PPC_COLUMNS, ppc)
+  ppc = checks.nontarget_proximity_check(jax.random.fold_in(key_plot, 2), run.table, fit,
+                                         num_draws=draws, min_count=run.min_trials)
+  run.paths['ppc'] = _join(run.out, 'ppc_nontarget_proximity.csv')
+  _write_rows(run.paths['ppc'], checks.PPC_COLUMNS, ppc)
   outside = [r for r in ppc if 'outside' in r['warning']]
   if outside:
-    warn('posterior-predictive check: the data fall outside the model\'s 90% band in '
-         + ', '.join(f'set size {r["set_size"]} at cue distance {r["cue_distance"]:.2f} '
-                     f'(data {r["data_rate"]:.3f}, model {r["model_lower"]:.3f}-'
-                     f'{r["model_upper"]:.3f})' for r in outside[:6])
-         + ' (see ppc_nontarget_proximity.csv)')
-  timings['ppc'] = time.time() - t0
-  save_summary(False)
+    run.warn('posterior-predictive check: the data fall outside the model\'s 90% band in '
+             + ', '.join(f'set size {r["set_size"]} at cue distance {r["cue_distance"]:.2f} '
+                         f'(data {r["data_rate"]:.3f}, model {r["model_lower"]:.3f}-'
+                         f'{r["model_upper"]:.3f})' for r in outside[:6])
+             + ' (see ppc_nontarget_proximity.csv)')
+  run.timings['ppc'] = time.time() - t0
+  run.save_summary(False)
+  return ppc
 
-  # 4. Plots.
-  paths['plots'] = []
+
+def _figures(run: _FitRun, fits, fit, ppc, key_plot) -> None:
+  """Stage 4: the check's figure, the error histograms and the swap probability."""
+  run.paths['plots'] = []
   t0 = time.time()
-  if _fit_value(fc, 'plots'):
-    stage(4, 'posterior-predictive check, error histograms, swap probability')
-    paths['plots'] = [
-        plot_nontarget_proximity(ppc, _join(out, 'ppc_nontarget_proximity.png')),
-        plot_error_histograms(table, fits, fit, _join(out, 'error_histograms.png'),
-                              key_plot),
-        plot_swap_probability(table, fit, _join(out, 'swap_probability.png'),
-                              jax.random.fold_in(key_plot, 1))]
+  if fit_config.fit_value(run.fc, 'plots'):
+    run.stage(4, 'posterior-predictive check, error histograms, swap probability')
+    out = run.out
+    run.paths['plots'] = [
+        checks.plot_nontarget_proximity(ppc, _join(out, 'ppc_nontarget_proximity.png')),
+        checks.plot_error_histograms(run.table, fits, fit, _join(out, 'error_histograms.png'),
+                                     key_plot),
+        checks.plot_swap_probability(run.table, fit, _join(out, 'swap_probability.png'),
+                                     jax.random.fold_in(key_plot, 1))]
   else:
-    stage(4, 'skipped (config.fit.plots=False)')
-  timings['plots'] = time.time() - t0
-  save_summary(False)
+    run.stage(4, 'skipped (config.fit.plots=False)')
+  run.timings['plots'] = time.time() - t0
+  run.save_summary(False)
 
-  # 5. Model comparison by k-fold held-out log predictive density, one model at a time.
-  paths['model_comparison'] = _join(out, 'model_comparison.csv')
-  _write_rows(paths['model_comparison'], COMPARISON_COLUMNS, [])
-  if fc.cv_folds:
+
+def _model_comparison(run: _FitRun, key_cv) -> None:
+  """Stage 5: model comparison by k-fold held-out log predictive density, one model at a
+  time (an empty table without cross-validation)."""
+  run.paths['model_comparison'] = _join(run.out, 'model_comparison.csv')
+  _write_rows(run.paths['model_comparison'], COMPARISON_COLUMNS, [])
+  if run.fc.cv_folds:
     t0 = time.time()
-    comparison[:] = _cross_validation_stage(table, fc, spec, key_cv, inputs, out, tick,
-                                            lambda text: stage(5, text), warn, min_trials,
-                                            paths['model_comparison'])
-    timings['cross_validation'] = time.time() - t0
-  summary = save_summary(True)
-  stage(len(stages), f'done; results in {out}')
-  return summary
+    run.comparison[:] = _cross_validation_stage(
+        run.table, run.fc, bns_lib.spec_from_config(run.fc), key_cv, run.inputs, run.out,
+        run.tick, lambda text: run.stage(5, text), run.warn, run.min_trials,
+        run.paths['model_comparison'])
+    run.timings['cross_validation'] = time.time() - t0
 
 
 def _mixture_stage(table, fc, inputs, out, stage) -> list:
@@ -500,7 +381,7 @@ def _fold_results(fold_dir: str, key: str) -> dict:
 def _cross_validation_stage(table, fc, spec, key_cv, inputs, out, tick, stage, warn,
                             min_trials, comparison_path) -> list[dict]:
   """Fits every model of the comparison fold by fold; caches each model as it finishes."""
-  folds = bns_lib.make_folds(key_cv, len(table), int(fc.cv_folds))
+  folds = bns_cv.make_folds(key_cv, len(table), int(fc.cv_folds))
   per_fold = np.bincount(folds)
   if per_fold.min() < min_trials:
     warn(f'cross-validation: folds of {per_fold.min()} held-out trials (< {min_trials}, '
@@ -533,7 +414,7 @@ def _cross_validation_stage(table, fc, spec, key_cv, inputs, out, tick, stage, w
       epath.Path(fold_dir).mkdir(parents=True, exist_ok=True)
       save_fold = lambda k, result, fold_dir=fold_dir: _write_json(
           _join(fold_dir, f'fold_{k}.json'), dict(key=inputs['key'], fold=k, result=result))
-      res = bns_lib.cross_validate_folds(jax.random.fold_in(key_cv, i), table, v, folds,
+      res = bns_cv.cross_validate_folds(jax.random.fold_in(key_cv, i), table, v, folds,
                                          tick=tick, label=f'CV {name}',
                                          done=_fold_results(fold_dir, inputs['key']),
                                          on_fold=save_fold, **_bns_kwargs(fc, cv=True))
@@ -578,251 +459,3 @@ def comparison_rows(results: dict, min_trials: int) -> list[dict]:
                      warning='; '.join(notes)))
   rows.sort(key=lambda r: -r['heldout_lpd'])
   return rows
-
-
-# --------------------------------------------------------------------------------------------
-# Posterior-predictive check: responses near a non-target, by cue distance
-# --------------------------------------------------------------------------------------------
-
-NEAR_NONTARGET, FAR_FROM_TARGET = 0.4, 0.8
-
-
-def nontarget_proximity(table: data_lib.TrialTable, responses, near: float = NEAR_NONTARGET,
-                        far: float = FAR_FROM_TARGET) -> np.ndarray:
-  """Per non-target: is the response within `near` rad of it and more than `far` from the target?
-
-  Args:
-    table: T trials.
-    responses: (..., T) responses (the data's, or posterior-predictive replicates).
-
-  Returns:
-    (..., T, J) bool over the table's non-target slots (False at padding).
-  """
-  y = np.asarray(responses, np.float64)
-  _, _, nt_report, mask = table.nontargets()
-  to_target = np.abs(circular.wrap(y - table.target_report()))                 # (..., T)
-  to_item = np.abs(circular.wrap(y[..., None] - nt_report))                     # (..., T, J)
-  return (to_item < near) & (to_target > far)[..., None] & mask
-
-
-def nontarget_proximity_check(key, table: data_lib.TrialTable, fit: bns_lib.BNSFit,
-                              num_draws: int = 200, band: float = 0.9,
-                              min_count: int = 30) -> list[dict]:
-  """Posterior-predictive check of the cue-similarity effect, rows of `PPC_COLUMNS`.
-
-  The statistic, per set size and |cue distance| of a non-target to the target (exact values
-  when few, else 8 bins): the share of non-targets whose response lies within 0.4 rad of them
-  and more than 0.8 rad from the target (`nontarget_proximity`). It is computed on the data
-  and on `num_draws` replicate data sets (`bns.predictive_responses`: same displays, subjects
-  and set sizes, one posterior draw per replicate); the model's mean and central `band` over
-  replicates, and `ppp` = P(replicate >= data) (near 0 or 1: the model misses the data).
-  `warning` says when the data fall outside the band or the bin has fewer than `min_count`
-  non-targets.
-  """
-  rows = []
-  sizes = [n for n in table.set_sizes() if n > 1]
-  lo_q, hi_q = (1 - band) / 2, 1 - (1 - band) / 2
-  for i, n in enumerate(sizes):
-    sub = table.select(set_sizes=[n])
-    dc, _, _, mask = sub.nontargets()
-    bins, centres = _distance_bins(np.abs(dc[mask]))
-    count = np.bincount(bins, minlength=len(centres))
-    data_hits = nontarget_proximity(sub, sub.response)[mask]
-    data_rate = np.bincount(bins, weights=data_hits, minlength=len(centres)) / count
-    reps = bns_lib.predictive_responses(jax.random.fold_in(key, i), fit, sub, num_draws)
-    hits = nontarget_proximity(sub, reps)[:, mask]                              # (R, M)
-    model = np.stack([np.bincount(bins, weights=h, minlength=len(centres)) for h in hits]
-                     ) / count                                                   # (R, B)
-    lower, upper = np.quantile(model, lo_q, 0), np.quantile(model, hi_q, 0)
-    for b, centre in enumerate(centres):
-      notes = []
-      if not lower[b] <= data_rate[b] <= upper[b]:
-        notes.append(f'data outside the model\'s {band:.0%} band')
-      if count[b] < min_count:
-        notes.append(f'only {count[b]} non-targets (< {min_count})')
-      rows.append(dict(set_size=n, cue_distance=float(centre), n_nontargets=int(count[b]),
-                       n=len(sub), data_rate=float(data_rate[b]),
-                       data_se=float(np.sqrt(data_rate[b] * (1 - data_rate[b]) / count[b])),
-                       model_mean=float(model[:, b].mean()), model_lower=float(lower[b]),
-                       model_upper=float(upper[b]),
-                       ppp=float(np.mean(model[:, b] >= data_rate[b])),
-                       warning='; '.join(notes)))
-  return rows
-
-
-def plot_nontarget_proximity(rows: list[dict], path: str) -> str:
-  """The check of `nontarget_proximity_check`: data (with binomial SE) over the model's band."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  sizes = sorted({r['set_size'] for r in rows})
-  fig, axes = plt.subplots(1, max(len(sizes), 1), figsize=(3.4 * max(len(sizes), 1), 3.0),
-                           squeeze=False, sharey=True)
-  for ax, n in zip(axes[0], sizes):
-    rs = [r for r in rows if r['set_size'] == n]
-    x = np.array([r['cue_distance'] for r in rs])
-    ax.fill_between(x, [r['model_lower'] for r in rs], [r['model_upper'] for r in rs],
-                    color='C0', alpha=0.3, label='BNS predictive, 90%')
-    ax.plot(x, [r['model_mean'] for r in rs], 'C0-')
-    ax.errorbar(x, [r['data_rate'] for r in rs], yerr=[r['data_se'] for r in rs], fmt='ks',
-                ms=4, label='data (± SE)')
-    ax.set_title(f'set size {n}')
-    ax.set_xlabel('|cue distance| (rad)')
-    ax.set_ylim(bottom=0)
-  axes[0, 0].set_ylabel(f'P(response < {NEAR_NONTARGET} rad from non-target,\n'
-                        f'> {FAR_FROM_TARGET} rad from target)')
-  axes[0, 0].legend(fontsize=7)
-  fig.tight_layout()
-  _save_figure(fig, path)
-  plt.close(fig)
-  return path
-
-
-# --------------------------------------------------------------------------------------------
-# Plots
-# --------------------------------------------------------------------------------------------
-
-
-def _error_density_table(table: data_lib.TrialTable, grid: np.ndarray) -> data_lib.TrialTable:
-  """Every trial repeated with response r_k + e for each grid error e (T * G rows)."""
-  g = len(grid)
-  rep = table.take(np.repeat(np.arange(len(table)), g))
-  response = circular.wrap(rep.target_report() + np.tile(grid, len(table)))
-  return data_lib.TrialTable(cue=rep.cue, report=rep.report, cued=rep.cued,
-                             set_size=rep.set_size, response=response, subject=rep.subject,
-                             condition=rep.condition, source=rep.source)
-
-
-def plot_error_histograms(table, mixture_fits, fit: bns_lib.BNSFit, path: str, key,
-                          max_trials: int = 300, num_draws: int = 50) -> str:
-  """Histograms of response error per set size, with each model's predictive error density.
-
-  A model's curve is its density of y - r_k averaged over the set size's trials (a random
-  subset of `max_trials`), so it accounts for the displays' non-target positions; BNS uses
-  the posterior predictive (mean over `num_draws` draws).
-  """
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  sizes = table.set_sizes()
-  grid = np.linspace(-np.pi, np.pi, 121)
-  fig, axes = plt.subplots(1, len(sizes), figsize=(3.6 * len(sizes), 3.2), squeeze=False)
-  rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
-  thin = fit.num_samples > num_draws
-  draws = rng.choice(fit.num_samples, num_draws, replace=False) if thin else slice(None)
-  small = bns_lib.BNSFit(spec=fit.spec, labels=fit.labels,
-                         samples={k: v[draws] for k, v in fit.samples.items()}, info=fit.info)
-  for ax, n in zip(axes[0], sizes):
-    sub = table.select(set_sizes=[n])
-    ax.hist(sub.error(), bins=40, range=(-np.pi, np.pi), density=True, color='0.8',
-            label=f'data (T={len(sub)})')
-    pick = rng.choice(len(sub), min(max_trials, len(sub)), replace=False)
-    expanded = _error_density_table(sub.take(pick), grid)
-    for fits in mixture_fits:
-      dens = np.exp(mixture.trial_log_density(fits, expanded)).reshape(len(pick), -1).mean(0)
-      ax.plot(grid, dens, label=fits.model.replace('_', '-'))
-    ll = np.asarray(small.trial_log_likelihood(expanded))          # (S, T * G)
-    dens = np.exp(ll).mean(0).reshape(len(pick), -1).mean(0)
-    ax.plot(grid, dens, 'k--', label=f'BNS ({fit.spec.dimension})')
-    ax.set_title(f'set size {n}')
-    ax.set_xlabel('error (rad)')
-  axes[0, 0].set_ylabel('density')
-  axes[0, -1].legend(fontsize=7)
-  fig.tight_layout()
-  _save_figure(fig, path)
-  plt.close(fig)
-  return path
-
-
-def _distance_bins(distance: np.ndarray, max_unique: int = 12, num_bins: int = 8):
-  """Bin index of each |cue distance| and the bin centres: exact values when they are few.
-
-  Few distinct values (a grid of locations; values within `circular.EDGE_TOLERANCE` of each
-  other are one value, `circular.distinct_values`, so angles saved to 6 decimals still give
-  one bin per grid distance): one bin per value. Otherwise `num_bins` equal bins over [0, pi]
-  by `circular.bin_index`. Bins holding no distance are dropped, so that no rate downstream
-  divides by an empty count.
-
-  Returns:
-    bins: (M,) int bin of each distance, in [0, B).
-    centres: (B,) radians, each bin's value (grid) or centre (equal bins).
-  """
-  values, index = circular.distinct_values(distance)
-  if len(values) <= max_unique:
-    return index, values
-  edges = np.linspace(0, np.pi, num_bins + 1)
-  bins = np.asarray(circular.bin_index(distance, edges))
-  used, bins = np.unique(bins, return_inverse=True)
-  return bins.reshape(np.shape(distance)), ((edges[1:] + edges[:-1]) / 2)[used]
-
-
-def swap_probability_by_distance(table, fit: bns_lib.BNSFit, set_size: int, key,
-                                 band: float = 0.9, responses_per_trial: int = 20):
-  """Per-non-target swap statistics against |cue distance| for one set size.
-
-  Returns dict: centres (B,); model_mean, model_lower, model_upper (B,): P(report this
-  non-target) under the posterior (mean, central band over draws), averaged over the data's
-  non-targets in each bin; empirical (B,), empirical_se (B,): fraction of trials whose response
-  is nearest (circularly) to that non-target; predicted_nearest (B,): the same fraction under
-  posterior-predictive responses on the same displays; count (B,).
-  """
-  sub = table.select(set_sizes=[set_size])
-  d, _ = bns_lib.make_data(fit.spec, sub, fit.labels)
-  params = {k: jnp.asarray(v) for k, v in fit.samples.items()}
-  w = np.asarray(jax.lax.map(lambda p: jnp.exp(bns_lib.trial_log_weights(p, d)), params,
-                             batch_size=32))[..., 2:]                          # (S, T, J)
-  dc, _, nt_report, mask = sub.nontargets()
-  bins, centres = _distance_bins(np.abs(dc[mask]))
-  # Nearest item to the response (`circular.nearest_item`, the target winning ties): slot 0 the
-  # target, slot 1 + j non-target j.
-  items = np.concatenate([sub.target_report()[:, None], np.where(mask, nt_report, 0.0)], 1)
-  exists = np.concatenate([np.ones((len(sub), 1), bool), mask], 1)
-
-  def nearest_rate(resp):
-    nearest = np.asarray(circular.nearest_item(resp, items[:, None, :], preferred=0,
-                                               mask=exists[:, None, :]))          # (T, R)
-    return (nearest[:, None, :] == 1 + np.arange(mask.shape[1])[None, :, None]).mean(-1)
-  empirical = nearest_rate(sub.response[:, None])
-  model_resp = surrogate.from_fit(fit, set_size).sample_responses(key, sub.displays(),
-                                                                  responses_per_trial)
-  predicted = nearest_rate(np.asarray(model_resp, np.float64))
-  lo_q, hi_q = (1 - band) / 2, 1 - (1 - band) / 2
-  per_draw = np.stack([np.bincount(bins, weights=wd[mask], minlength=len(centres))
-                       for wd in w]) / np.bincount(bins, minlength=len(centres))
-  count = np.bincount(bins, minlength=len(centres))
-  emp = np.bincount(bins, weights=empirical[mask], minlength=len(centres)) / count
-  return dict(centres=centres, model_mean=per_draw.mean(0),
-              model_lower=np.quantile(per_draw, lo_q, 0),
-              model_upper=np.quantile(per_draw, hi_q, 0), empirical=emp,
-              empirical_se=np.sqrt(emp * (1 - emp) / count),
-              predicted_nearest=np.bincount(bins, weights=predicted[mask],
-                                            minlength=len(centres)) / count, count=count)
-
-
-def plot_swap_probability(table, fit: bns_lib.BNSFit, path: str, key) -> str:
-  """Swap probability against cue distance per set size (see `swap_probability_by_distance`)."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  sizes = [n for n in table.set_sizes() if n > 1]
-  fig, axes = plt.subplots(1, max(len(sizes), 1), figsize=(3.8 * max(len(sizes), 1), 3.2),
-                           squeeze=False)
-  for i, n in enumerate(sizes):
-    ax = axes[0, i]
-    s = swap_probability_by_distance(table, fit, n, jax.random.fold_in(key, n))
-    x = s['centres']
-    ax.fill_between(x, s['model_lower'], s['model_upper'], alpha=0.3, color='C0',
-                    label='BNS P(swap to item), 90%')
-    ax.plot(x, s['model_mean'], 'C0-o', ms=3)
-    ax.plot(x, s['predicted_nearest'], 'C1--', label='BNS: nearest non-target')
-    ax.errorbar(x, s['empirical'], yerr=s['empirical_se'], fmt='ks', ms=4,
-                label='data: nearest non-target')
-    ax.set_title(f'set size {n}')
-    ax.set_xlabel('|cue distance| (rad)')
-    ax.set_ylim(bottom=0)
-  axes[0, 0].set_ylabel('probability per non-target')
-  axes[0, 0].legend(fontsize=7)
-  fig.tight_layout()
-  _save_figure(fig, path)
-  plt.close(fig)
-  return path

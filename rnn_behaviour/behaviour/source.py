@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from rnn_behaviour import task as task_lib
 from rnn_behaviour.behaviour import parametric
 from rnn_behaviour.behaviour import responses
+from rnn_behaviour.behaviour import surrogate
 
 SOURCES = ('parametric', 'bns')
 SIGNATURES = ('full', 'no_swaps', 'flat')
@@ -87,7 +88,6 @@ def target_model_from_config(config, workdir: str | None = None) -> responses.Re
   if source == 'parametric':
     return parametric.from_config(config.behaviour)
   if source == 'bns':
-    from rnn_behaviour.behaviour import surrogate  # pylint: disable=g-import-not-at-top
     fit_dir = target_fit_dir(config, workdir)
     if not fit_dir or not epath.Path(fit_dir).is_dir():
       raise FileNotFoundError(

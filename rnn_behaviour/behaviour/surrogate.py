@@ -24,12 +24,13 @@ from etils import epath
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rnn_behaviour import circular
 from rnn_behaviour import task as task_lib
 from rnn_behaviour.behaviour import bns as bns_lib
+from rnn_behaviour.behaviour import bns_files
 from rnn_behaviour.behaviour import responses
+from rnn_behaviour.behaviour import stable
 
 FIT_SUBDIR = 'bns_fit'
 
@@ -95,33 +96,8 @@ class BNSResponseModel:
     if self.spec.emission == 'von_mises':
       return responses.sample_mixture(key_resp, weights, displays.report,
                                       self.kappa[draw, group], num_samples)
-    return sample_stable_mixture(key_resp, weights, displays.report, self.gamma[draw, group],
+    return stable.sample_stable_mixture(key_resp, weights, displays.report, self.gamma[draw, group],
                                  self.alpha[draw, group])
-
-
-def sample_symmetric_stable(key, alpha, gamma):
-  """Symmetric alpha-stable draws, char. function exp(-|gamma t|^alpha) (Chambers-Mallows-Stuck).
-
-  alpha in (0, 2], gamma > 0, broadcast to a common shape.
-  """
-  shape = jnp.broadcast_shapes(jnp.shape(alpha), jnp.shape(gamma))
-  key_v, key_w = jax.random.split(key)
-  v = jax.random.uniform(key_v, shape, minval=-np.pi / 2, maxval=np.pi / 2)
-  w = jax.random.exponential(key_w, shape)
-  x = (jnp.sin(alpha * v) / jnp.power(jnp.cos(v), 1.0 / alpha)
-       * jnp.power(jnp.cos((1.0 - alpha) * v) / w, (1.0 - alpha) / alpha))
-  return gamma * x
-
-
-def sample_stable_mixture(key, weights, report, gamma, alpha):
-  """Like `responses.sample_mixture` with wrapped-stable noise; weights (K, S, N+1)."""
-  key_comp, key_noise, key_guess = jax.random.split(key, 3)
-  component = jax.random.categorical(key_comp, jnp.log(jnp.clip(weights, 1e-30)), axis=-1)
-  item = jnp.clip(component - 1, 0, report.shape[1] - 1)
-  centre = jnp.take_along_axis(report, item, axis=1)
-  remembered = circular.wrap(centre + sample_symmetric_stable(key_noise, alpha, gamma))
-  guess = jax.random.uniform(key_guess, centre.shape, minval=-jnp.pi, maxval=jnp.pi)
-  return jnp.where(component == 0, guess, remembered)
 
 
 def from_fit(fit: bns_lib.BNSFit, set_size: int) -> BNSResponseModel:
@@ -146,7 +122,7 @@ def load_fit(fit_dir: str) -> bns_lib.BNSFit:
   directory = epath.Path(fit_dir) / FIT_SUBDIR
   if not (directory / 'fit.json').exists():
     directory = epath.Path(fit_dir)
-  return bns_lib.load(os.fspath(directory))
+  return bns_files.load(os.fspath(directory))
 
 
 def load_response_model(fit_dir: str, set_size: int) -> BNSResponseModel:

@@ -12,4 +12,24 @@ the results on one page:
   page.py     `DIR/report/index.html` (self-contained: figures inlined) and its CSV tables
 """
 
-from rnn_behaviour.lab_report.stages import run  # noqa: F401
+import time
+
+from absl import logging
+
+from rnn_behaviour import progress
+from rnn_behaviour.lab_report import page
+from rnn_behaviour.lab_report import stages as stages_lib
+
+
+def run(config, workdir: str) -> str:
+  """The whole loop, then the page; returns the path of DIR/report/index.html."""
+  stages_lib.validate(config)
+  started = time.time()
+  stages = stages_lib.plan(config, workdir)
+  timings = stages_lib.Plan(workdir, stages).run()
+  progress.say('report: writing the page')
+  t0 = time.time()
+  path = page.write_report(config, workdir, timings, started)
+  logging.info('report: page written in %.1f s', time.time() - t0)
+  progress.say(f'report: {path} (open it in a browser; it needs no network)')
+  return path

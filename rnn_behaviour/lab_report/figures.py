@@ -1,7 +1,7 @@
 """The report's own figures: what the project's figures show for one network, drawn over the
 members of an ensemble (lines per member, the spread as a band) and against the held-out real
 trials. Each function takes plain arrays or the numbers the stages wrote and returns a
-matplotlib Figure; `analysis.plots.save_figure` writes it.
+matplotlib Figure; `files.save_figure` writes it.
 """
 
 from __future__ import annotations

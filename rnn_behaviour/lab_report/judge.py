@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_behaviour import circular
 from rnn_behaviour import evaluate
 from rnn_behaviour import task as task_lib
 
@@ -87,7 +88,6 @@ def judge_samples(samples: dict, displays: task_lib.Displays, observed, edges,
 
 
 def _circular_sd(errors) -> float:
-  from rnn_behaviour import circular  # pylint: disable=g-import-not-at-top
   return float(circular.circular_sd(jnp.ravel(circular.wrap(errors))))
 
 

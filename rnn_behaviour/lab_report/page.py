@@ -23,13 +23,13 @@ import subprocess
 import sys
 
 from etils import epath
+import jax
 import numpy as np
 
 from rnn_behaviour import criteria
-from rnn_behaviour import evaluate
+from rnn_behaviour import files
 from rnn_behaviour import train
 from rnn_behaviour import workdir as workdir_lib
-from rnn_behaviour.analysis import plots as analysis_plots
 from rnn_behaviour.analysis import run_paper
 from rnn_behaviour.lab_report import figures
 from rnn_behaviour.lab_report import judge
@@ -235,7 +235,7 @@ def make_figures(results: dict, workdir: str, out: str) -> dict:
 
   def save(section, name, fig, caption):
     path = os.fspath(out / f'{name}.png')
-    analysis_plots.save_figure(fig, path, dpi=100)
+    files.save_figure(fig, path, dpi=100)
     plt.close(fig)
     made[section].append((caption, path))
 
@@ -316,7 +316,6 @@ def git_commit() -> str:
 
 
 def machine() -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
   info = dict(host=platform.node(), platform=platform.platform(),
               python=platform.python_version(), cpus=os.cpu_count(),
               devices=', '.join(str(d) for d in jax.devices()))
@@ -518,7 +517,7 @@ def write_report(config, workdir: str, timings: dict, started: float) -> str:
   names = {}
   for name, (columns, rows) in csv_tables(results).items():
     names[name] = f'{name}.csv'
-    evaluate.write_csv(out / names[name], columns, rows)
+    files.write_csv(out / names[name], columns, rows)
   (out / 'results.json').write_text(json.dumps(results, indent=1, default=_json_default))
   path = out / 'index.html'
   path.write_text(render(results, figure_bytes, names))

@@ -32,7 +32,6 @@ import os
 import time
 from typing import Callable
 
-from absl import logging
 from etils import epath
 import jax
 import ml_collections
@@ -42,11 +41,14 @@ from rnn_behaviour import config_validation
 from rnn_behaviour import criteria
 from rnn_behaviour import curriculum as curriculum_lib
 from rnn_behaviour import evaluate
+from rnn_behaviour import files
+from rnn_behaviour import objectives
 from rnn_behaviour import progress
 from rnn_behaviour import train
 from rnn_behaviour import workdir as workdir_lib
 from rnn_behaviour.analysis import run_paper
 from rnn_behaviour.behaviour import data as data_lib
+from rnn_behaviour.behaviour import fit_config as fit_config_lib
 from rnn_behaviour.behaviour import pipeline
 from rnn_behaviour.behaviour import source
 from rnn_behaviour.configs import paper_targets
@@ -131,7 +133,6 @@ def validate(config) -> None:
     raise ValueError(f'config.report.selection.members must be in (0, 1], got {sel.members!r}')
   if int(r.baseline_steps) < 0:
     raise ValueError(f'config.report.baseline_steps must be >= 0, got {r.baseline_steps!r}')
-  from rnn_behaviour import objectives  # pylint: disable=g-import-not-at-top
   if r.baseline and r.baseline not in objectives.OBJECTIVES:
     raise ValueError(f"config.report.baseline must be '' or one of {objectives.OBJECTIVES}, "
                      f'got {r.baseline!r}')
@@ -282,7 +283,7 @@ class Plan:
   def run(self) -> dict:
     """Runs the plan; returns {stage: {'seconds', 'skipped'}} (skipped stages keep the wall
     time of the run that did them, from DIR/report_timings.jsonl)."""
-    previous = {r['stage']: r for r in workdir_lib.read_jsonl(
+    previous = {r['stage']: r for r in files.read_jsonl(
         os.fspath(epath.Path(self.workdir) / TIMINGS_FILE)) if not r.get('skipped')}
     start = self._clock()
     measured = estimated = 0.0
@@ -303,7 +304,7 @@ class Plan:
       measured += seconds
       estimated += stage.estimate
       self.timings[stage.name] = dict(seconds=seconds, skipped=False)
-      workdir_lib.append_jsonl(os.fspath(epath.Path(self.workdir) / TIMINGS_FILE),
+      files.append_jsonl(os.fspath(epath.Path(self.workdir) / TIMINGS_FILE),
                                dict(stage=stage.name, seconds=seconds, estimate=stage.estimate,
                                     finished=time.time()))
       progress.say(f'{prefix} done in {progress.format_duration(seconds)} (elapsed '
@@ -323,7 +324,7 @@ def _read_json(path) -> dict | None:
 def split_key(config) -> dict:
   """What the split depends on: the data file's bytes, the data block and the split settings."""
   path = data_lib.resolve_path(config.data.path)
-  return dict(sha256=pipeline.file_sha256(path), data=json.loads(config.data.to_json()),
+  return dict(sha256=fit_config_lib.file_sha256(path), data=json.loads(config.data.to_json()),
               set_sizes=chosen_set_sizes_from_file(config),
               fraction=float(config.report.heldout_fraction), seed=int(config.report.split_seed))
 
@@ -379,7 +380,7 @@ def fit_done(config, workdir: str) -> bool:
   c = fit_config(config, workdir)
   if not epath.Path(c.data.path).exists():
     return False
-  inputs = pipeline.input_fingerprint(c, data_lib.resolve_path(c.data.path))
+  inputs = fit_config_lib.input_fingerprint(c, data_lib.resolve_path(c.data.path))
   return summary.get('inputs', {}).get('key') == inputs['key']
 
 
@@ -463,14 +464,13 @@ def judge_stage(config, workdir: str, set_size: int) -> dict:
     size = train.ensemble_size(c)
     members = [None] if size == 1 else list(range(size))
     for member in members:
-      network, state = train.load_trained(c, run_dir, member=member)
+      sample, state = train.load_trained(c, run_dir, member=member)
       label = name if member is None else f'member_{member}'
       progress.say(f'  held-out trials of set size {set_size}: {label} ({table.num_trials} '
                    f'trials x {num_samples} samples)')
-      samples[label] = np.asarray(evaluate.sample_network(
-          network, state.variables, displays, c.task,
-          judge.sample_key(seed, set_size, index, member or 0), num_samples,
-          c.diffusion.onset))
+      samples[label] = np.asarray(sample.chunked(
+          state.variables, displays, judge.sample_key(seed, set_size, index, member or 0),
+          num_samples, evaluate.DISPLAYS_PER_CHUNK))
       seeds[label] = train.member_seeds(c)[member or 0]
     steps[name] = latest_step(c, run_dir)
   c = run_config(config, workdir, set_size)
@@ -604,19 +604,3 @@ def plan(config, workdir: str) -> list[Stage]:
                           lambda n=n: analysed(config, workdir, n),
                           SECONDS_PER_ANALYSIS * int(config.train.ensemble_size)))
   return stages
-
-
-def run(config, workdir: str) -> str:
-  """The whole loop, then the page; returns the path of DIR/report/index.html."""
-  from rnn_behaviour.lab_report import page  # pylint: disable=g-import-not-at-top  (matplotlib)
-
-  validate(config)
-  started = time.time()
-  stages = plan(config, workdir)
-  timings = Plan(workdir, stages).run()
-  progress.say('report: writing the page')
-  t0 = time.time()
-  path = page.write_report(config, workdir, timings, started)
-  logging.info('report: page written in %.1f s', time.time() - t0)
-  progress.say(f'report: {path} (open it in a browser; it needs no network)')
-  return path
