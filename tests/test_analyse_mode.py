@@ -5,10 +5,14 @@ import csv
 import json
 import os
 
+import pytest
+
 from rnn_behaviour import modes
 from tests import conftest
 
 
+@pytest.mark.slow   # ~40 s. Fast twin: tests/test_analysis.py::test_report_on_a_toy_network
+# (the design-grid analyses and figures on a toy network).
 def test_analyse_mode_writes_numbers_and_figures(tiny_config, trained_run, tmp_path):
   tiny_config.analysis.protocol = 'design_grid'
   assert (tiny_config.analysis.num_bins, tiny_config.analysis.samples_per_display) == (4, 4)
@@ -36,6 +40,8 @@ def _tiny_paper_analysis(config):
   config.analysis.num_shuffles = 2
 
 
+@pytest.mark.slow   # ~50 s. Fast twin: tests/test_paper_protocol.py::test_authors_variant_on_an_
+# untrained_tiny_network (run_paper's whole path on one network).
 def test_paper_protocol_mode_per_member(tiny_config, trained_ensemble, tmp_path):
   _tiny_paper_analysis(tiny_config)
   # Today's variant by name (post-cue step kept, 4 distances); the authors' default is tested

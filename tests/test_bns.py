@@ -100,6 +100,8 @@ def test_save_load_round_trip_and_grid(recovered_fit, tmp_path):
     surrogate.load_response_model(str(tmp_path), 3)
 
 
+@pytest.mark.slow   # ~30 s of SVI. Fast twins: test_cross_validation_reads_back_finished_folds_
+# without_fitting (the folds' path) and tests/test_mixture.py::test_cross_validation_is_held_out.
 def test_cross_validation_prefers_true_structure():
   table = simulated_table(seed=2, num_displays=1000)
   folds = bns_cv.make_folds(jax.random.PRNGKey(0), len(table), 2)

@@ -37,6 +37,8 @@ def _tiny_curriculum():
   return config
 
 
+@pytest.mark.slow   # Three trainings (~28 s). Fast twins: tests/test_criteria.py's chain tests
+# (curriculum.run over two tiny stages, skipped when finished).
 def test_stages_chain_and_are_not_rerun(tmp_path):
   config = _tiny_curriculum()
   workdir = str(tmp_path / 'chain')

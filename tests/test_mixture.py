@@ -78,6 +78,7 @@ def em_vs_reference(table, cells_to_check):
       assert em[c] >= ref - 0.01, (three, c, em[c], ref)
 
 
+@pytest.mark.slow   # ~22 s. Fast twins: test_three_component_recovery and the polish tests.
 def test_em_reaches_multistart_optimum():
   # Within 0.01 of a multi-start L-BFGS search (benchmark_behaviour.py checks all 96 Bays
   # cells x models). Subject 1, set size 6 (cell 3) is the slowest of them to converge.

@@ -22,6 +22,7 @@ from rnn_behaviour import modes
 from rnn_behaviour.configs import report as report_config
 from rnn_behaviour.lab_report import judge
 from rnn_behaviour.lab_report import page
+from rnn_behaviour.lab_report import stage_plan
 from rnn_behaviour.lab_report import stages
 from tests import conftest
 from tests import tiny
@@ -218,15 +219,15 @@ def test_plan_runs_unfinished_stages_once_and_records_their_time(tmp_path, capsy
   ran = []
 
   def stage(name):
-    return stages.Stage(name, lambda: (ran.append(name), done.add(name)),
+    return stage_plan.Stage(name, lambda: (ran.append(name), done.add(name)),
                         lambda: name in done, 1.0)
 
   clock = iter(float(i) for i in range(1000))
-  plan = stages.Plan(str(tmp_path), [stage('a'), stage('b')], clock=lambda: next(clock))
+  plan = stage_plan.Plan(str(tmp_path), [stage('a'), stage('b')], clock=lambda: next(clock))
   timings = plan.run()
   assert ran == ['a', 'b'] and not timings['a']['skipped']
   assert timings['a']['seconds'] > 0
-  again = stages.Plan(str(tmp_path), [stage('a'), stage('b')]).run()
+  again = stage_plan.Plan(str(tmp_path), [stage('a'), stage('b')]).run()
   assert ran == ['a', 'b'] and again['b']['skipped']
   assert again['b']['seconds'] == timings['b']['seconds']   # Read back from the timings file.
   text = capsys.readouterr().err

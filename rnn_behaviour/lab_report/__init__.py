@@ -18,6 +18,7 @@ from absl import logging
 
 from rnn_behaviour import progress
 from rnn_behaviour.lab_report import page
+from rnn_behaviour.lab_report import stage_plan
 from rnn_behaviour.lab_report import stages as stages_lib
 
 
@@ -26,7 +27,7 @@ def run(config, workdir: str) -> str:
   stages_lib.validate(config)
   started = time.time()
   stages = stages_lib.plan(config, workdir)
-  timings = stages_lib.Plan(workdir, stages).run()
+  timings = stage_plan.Plan(workdir, stages).run()
   progress.say('report: writing the page')
   t0 = time.time()
   path = page.write_report(config, workdir, timings, started)

@@ -20,17 +20,14 @@
 
 A stage whose outputs exist for the current config is skipped (`done`), so a second call
 resumes where the first stopped; training itself resumes from its last checkpoint. Each stage
-announces itself with the elapsed time and an ETA for the rest (`Plan`), and its wall time goes
+announces itself with the elapsed time and an ETA for the rest (`stage_plan.Plan`), and its wall time goes
 to DIR/report_timings.jsonl. All paths go through etils.epath.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import time
-from typing import Callable
 
 from etils import epath
 import jax
@@ -53,12 +50,13 @@ from rnn_behaviour.behaviour import pipeline
 from rnn_behaviour.behaviour import source
 from rnn_behaviour.configs import paper_targets
 from rnn_behaviour.lab_report import judge
+from rnn_behaviour.lab_report import stage_plan
 
 DATA_DIR = 'data'
 FIT_TRIALS = 'fit_trials.csv'
 HELDOUT_TRIALS = 'heldout_trials.csv'
 SPLIT_FILE = 'split.json'
-TIMINGS_FILE = 'report_timings.jsonl'
+TIMINGS_FILE = stage_plan.TIMINGS_FILE
 DIFFUSION = 'diffusion'              # The diffusion ensemble's last stage: the BNS target.
 SELECT = 'select_short'              # Its first: task-optimal selection in the short shape.
 SHORT = 'diffusion_short'            # Its second: diffusion on no swaps in the short shape.
@@ -246,71 +244,6 @@ def run_dirs(config, workdir: str, set_size: int) -> dict:
   if config.report.baseline:
     dirs[config.report.baseline] = os.fspath(folder / config.report.baseline)
   return dirs
-
-
-# ------------------------------------------------------------------------------- the plan
-
-
-@dataclasses.dataclass
-class Stage:
-  """One step of the loop: `work()` runs it, `done()` says whether its outputs are current,
-  `estimate` its a-priori seconds (for the ETA)."""
-  name: str
-  work: Callable[[], None]
-  done: Callable[[], bool]
-  estimate: float
-
-
-class Plan:
-  """Runs stages in order, skipping finished ones, with elapsed time and an ETA throughout.
-
-  The ETA is the a-priori estimate of the stages left, scaled by the ratio of the measured to
-  the estimated time of the stages run so far, both plus PRIOR_SECONDS (so a loaded machine's
-  slowness carries over, and a few quick stages do not).
-  """
-
-  def __init__(self, workdir: str, stages: list[Stage], clock=time.monotonic):
-    self.workdir, self.stages, self._clock = workdir, stages, clock
-    self.timings: dict[str, dict] = {}
-
-  PRIOR_SECONDS = 60.0   # How much of the a-priori estimates' word the first stages outweigh.
-
-  def _eta(self, index: int, measured: float, estimated: float) -> float:
-    # A short first stage alone would set the scale: the prior damps it.
-    scale = (measured + self.PRIOR_SECONDS) / (estimated + self.PRIOR_SECONDS)
-    return scale * sum(s.estimate for s in self.stages[index:])
-
-  def run(self) -> dict:
-    """Runs the plan; returns {stage: {'seconds', 'skipped'}} (skipped stages keep the wall
-    time of the run that did them, from DIR/report_timings.jsonl)."""
-    previous = {r['stage']: r for r in files.read_jsonl(
-        os.fspath(epath.Path(self.workdir) / TIMINGS_FILE)) if not r.get('skipped')}
-    start = self._clock()
-    measured = estimated = 0.0
-    n = len(self.stages)
-    for i, stage in enumerate(self.stages):
-      prefix = f'report [{i + 1}/{n}] {stage.name}'
-      if stage.done():
-        progress.say(f'{prefix}: finished earlier, skipped')
-        self.timings[stage.name] = dict(seconds=previous.get(stage.name, {}).get('seconds'),
-                                        skipped=True)
-        continue
-      eta = self._eta(i, measured, estimated)
-      progress.say(f'{prefix} ... (elapsed {progress.format_duration(self._clock() - start)}, '
-                   f'ETA {progress.format_duration(eta)} for this and the rest)')
-      t0 = self._clock()
-      stage.work()
-      seconds = self._clock() - t0
-      measured += seconds
-      estimated += stage.estimate
-      self.timings[stage.name] = dict(seconds=seconds, skipped=False)
-      files.append_jsonl(os.fspath(epath.Path(self.workdir) / TIMINGS_FILE),
-                               dict(stage=stage.name, seconds=seconds, estimate=stage.estimate,
-                                    finished=time.time()))
-      progress.say(f'{prefix} done in {progress.format_duration(seconds)} (elapsed '
-                   f'{progress.format_duration(self._clock() - start)}, ETA '
-                   f'{progress.format_duration(self._eta(i + 1, measured, estimated))})')
-    return self.timings
 
 
 # ------------------------------------------------------------------------------- stages
@@ -557,25 +490,25 @@ def _train_estimate(c) -> float:
       * SECONDS_PER_SAMPLE_STEP * (c.model.num_units / 64.0) * length / FULL_SHAPE_STEPS)
 
 
-def plan(config, workdir: str) -> list[Stage]:
+def plan(config, workdir: str) -> list[stage_plan.Stage]:
   """The report's stages for this config (see the module docstring)."""
   sizes = chosen_set_sizes_from_file(config)
   stages = [
-      Stage('split the trials', lambda: split_stage(config, workdir),
-            lambda: split_done(config, workdir), 5.0),
-      Stage('fit the behavioural models',
-            lambda: pipeline.fit_behaviour(fit_config(config, workdir), workdir),
-            lambda: fit_done(config, workdir),
-            SECONDS_PER_FIT_STEP * (config.fit.svi_steps
-                                    + config.fit.cv_folds * config.fit.cv_svi_steps)
-            + SECONDS_PER_FIT)]
+      stage_plan.Stage('split the trials', lambda: split_stage(config, workdir),
+                       lambda: split_done(config, workdir), 5.0),
+      stage_plan.Stage('fit the behavioural models',
+                       lambda: pipeline.fit_behaviour(fit_config(config, workdir), workdir),
+                       lambda: fit_done(config, workdir),
+                       SECONDS_PER_FIT_STEP * (config.fit.svi_steps
+                                               + config.fit.cv_folds * config.fit.cv_svi_steps)
+                       + SECONDS_PER_FIT)]
   for n in sizes:
     dirs = run_dirs(config, workdir, n)
     chain = selection_curriculum(config, workdir, n)
     size = int(config.train.ensemble_size)
     for name in stage_names(config):
       c = curriculum_lib.stage_config(chain, name, set_size_dir(workdir, n))
-      stages.append(Stage(
+      stages.append(stage_plan.Stage(
           f'set size {n}: train {size} networks, {STAGE_WHAT[name]} (at most '
           f'{c.train.num_steps} steps)',
           lambda chain=chain, n=n, name=name: train_stage(chain, workdir, n, name),
@@ -585,22 +518,22 @@ def plan(config, workdir: str) -> list[Stage]:
       if name == DIFFUSION:
         continue
       c = run_config(config, workdir, n, _objective(name))
-      stages.append(Stage(f'set size {n}: train the {name} baseline',
-                          lambda c=c, d=run_dir: _train(c, d),
-                          lambda c=c, d=run_dir: trained(c, d), _train_estimate(c)))
+      stages.append(stage_plan.Stage(f'set size {n}: train the {name} baseline',
+                                     lambda c=c, d=run_dir: _train(c, d),
+                                     lambda c=c, d=run_dir: trained(c, d), _train_estimate(c)))
     for name, run_dir in dirs.items():
       c = run_config(config, workdir, n, _objective(name))
-      stages.append(Stage(f'set size {n}: evaluate {name}',
-                          lambda c=c, d=run_dir: evaluate.evaluate(c, d),
-                          lambda c=c, d=run_dir: evaluated(c, d),
-                          SECONDS_PER_EVALUATION * train.ensemble_size(c)))
-    stages.append(Stage(f'set size {n}: judge on the held-out trials',
-                        lambda n=n: judge_stage(config, workdir, n),
-                        lambda n=n: judged(config, workdir, n),
-                        SECONDS_PER_EVALUATION * len(dirs)))
+      stages.append(stage_plan.Stage(f'set size {n}: evaluate {name}',
+                                     lambda c=c, d=run_dir: evaluate.evaluate(c, d),
+                                     lambda c=c, d=run_dir: evaluated(c, d),
+                                     SECONDS_PER_EVALUATION * train.ensemble_size(c)))
+    stages.append(stage_plan.Stage(f'set size {n}: judge on the held-out trials',
+                                   lambda n=n: judge_stage(config, workdir, n),
+                                   lambda n=n: judged(config, workdir, n),
+                                   SECONDS_PER_EVALUATION * len(dirs)))
     if n == 2:
-      stages.append(Stage(f'set size {n}: mechanism analyses of every member',
-                          lambda n=n: mechanism_stage(config, workdir, n),
-                          lambda n=n: analysed(config, workdir, n),
-                          SECONDS_PER_ANALYSIS * int(config.train.ensemble_size)))
+      stages.append(stage_plan.Stage(f'set size {n}: mechanism analyses of every member',
+                                     lambda n=n: mechanism_stage(config, workdir, n),
+                                     lambda n=n: analysed(config, workdir, n),
+                                     SECONDS_PER_ANALYSIS * int(config.train.ensemble_size)))
   return stages
