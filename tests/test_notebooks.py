@@ -36,7 +36,7 @@ def tiny_parameters(name: str, workdir: str) -> dict:
                 REPORT_VALUES=6, SWAP_DISPLAYS=16, CONFIG_OVERRIDES=overrides)
   if name == 'your_data':
     return dict(DATA_PATH=BAYS, WORKDIR=workdir, FIT_SVI_STEPS=20, CV_FOLDS=0, NUM_STEPS=4,
-                SAMPLES_PER_TRIAL=2, **EVAL_TINY,
+                SAMPLES_PER_TRIAL=2, REPORT_SELECTION_STEPS=2, **EVAL_TINY,
                 CONFIG_OVERRIDES=dict(overrides, **{
                     'data.set_sizes': [2], 'data.subjects': ['1', '2'],
                     'fit.num_posterior_samples': 20, 'fit.mixture_models': ['three_component'],
