@@ -79,6 +79,16 @@ SHORT_SHAPE = dict(task=dict(epochs=dict(delay=1)),
                    diffusion=dict(num_steps=5, beta_min=0.15, beta_max=0.15))
 
 
+def in_short_shape(more: dict) -> dict:
+  """Nested overrides `more` (sections of dicts) in SHORT_SHAPE: the shape's epochs and
+  diffusion fields, `more`'s other fields."""
+  merged = {k: dict(v) for k, v in SHORT_SHAPE.items()}
+  for section, values in more.items():
+    merged.setdefault(section, {}).update(values)
+  merged['task']['epochs'] = dict(SHORT_SHAPE['task']['epochs'])
+  return merged
+
+
 def selection_chain(steps: dict, cueing: str = 'probe', final_targets=('smooth',)) -> tuple:
   """The path that keeps cue selection under the paper's noise (issue 20's measurements):
   selection learned task-optimally in the short shape -> diffusion on no swaps in the short
@@ -86,16 +96,7 @@ def selection_chain(steps: dict, cueing: str = 'probe', final_targets=('smooth',
   started from the one before). steps: {stage name: training steps (the maximum, when the
   curriculum has criteria)}."""
   extra = dict(task=dict(cueing=cueing)) if cueing != 'probe' else {}
-
-  def shaped(shape, more):
-    merged = {k: dict(v) for k, v in shape.items()}
-    for section, values in more.items():
-      merged.setdefault(section, {}).update(values)
-    if 'epochs' in shape.get('task', {}) and 'task' in more:
-      merged['task']['epochs'] = dict(shape['task']['epochs'])
-    return merged
-
-  short = shaped(SHORT_SHAPE, extra)
+  short = in_short_shape(extra)
   stages = [
       _stage('select_short', 'task_optimal', 'no_swaps', steps['select_short'], **short),
       _stage('diffusion_short', 'diffusion', 'no_swaps', steps['diffusion_short'], **short),

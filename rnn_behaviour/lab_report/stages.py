@@ -178,15 +178,6 @@ def run_config(config, workdir: str, set_size: int, objective: str = 'diffusion'
   return c
 
 
-def _short_shape(more: dict) -> dict:
-  """The authors' short shape (delay 1, T = 5, beta 0.15) merged with other overrides."""
-  merged = {k: dict(v) for k, v in paper_targets.SHORT_SHAPE.items()}
-  for section, values in more.items():
-    merged.setdefault(section, {}).update(values)
-  merged['task']['epochs'] = dict(paper_targets.SHORT_SHAPE['task']['epochs'])
-  return merged
-
-
 def selection_curriculum(config, workdir: str, set_size: int) -> ml_collections.ConfigDict:
   """The diffusion ensemble's training as a curriculum (rnn_behaviour/curriculum.py) in
   DIR/set_size_N: select_short -> diffusion_short -> diffusion (see report.selection_block).
@@ -201,11 +192,11 @@ def selection_curriculum(config, workdir: str, set_size: int) -> ml_collections.
   if select_steps:
     stages += [
         dict(name=SELECT, start_from='scratch', criterion=dict(min_steps=select_steps),
-             overrides=_short_shape(dict(
+             overrides=paper_targets.in_short_shape(dict(
                  objective=dict(name='task_optimal'), behaviour=no_swaps,
                  train=dict(num_steps=select_steps, displays_per_batch=batch)))),
         dict(name=SHORT, start_from='', criterion=dict(min_steps=short_steps),
-             overrides=_short_shape(dict(
+             overrides=paper_targets.in_short_shape(dict(
                  objective=dict(name='diffusion'), behaviour=no_swaps,
                  train=dict(num_steps=short_steps, displays_per_batch=batch)))),
     ]
