@@ -441,11 +441,20 @@ def svi_parts(spec, labels, guide, learning_rate):
 
   g = guide_of(bound, guide)
   # The step size lives in the optimiser state (inject_hyperparams), so a restart at a lower
-  # step size reuses the compiled update (see `svi.with_learning_rate`).
+  # step size compiles to the same program (see `svi.with_learning_rate`).
   optim = optax.chain(optax.clip_by_global_norm(10.0),
                       optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate))
   svi = numpyro.infer.SVI(bound, g, optim, numpyro.infer.Trace_ELBO())
   return svi, g
+
+
+def run_chunks(svi, d: BNSData, chunk: int):
+  """A jitted `(state, trial_weight) -> (state, losses (..., chunk))` of `svi` on `d`.
+
+  The data is an argument of the program, not a constant in it: fits of other data of the same
+  shape compile to the same program (a hit in JAX's compilation cache)."""
+  run = jax.jit(lambda state, data, w: svi_lib.run_svi(svi, state, data, w, chunk))
+  return lambda state, w: run(state, d, w)
 
 
 def fit(key, table: data_lib.TrialTable, spec: BNSSpec = BNSSpec(), *, inference: str = 'svi',
@@ -482,14 +491,16 @@ def fit(key, table: data_lib.TrialTable, spec: BNSSpec = BNSSpec(), *, inference
   info = dict(inference=inference, num_trials=len(table))
   guide_params = None
   if inference == 'svi':
-    svi, g = svi_parts(spec, labels, guide, learning_rate)
     chunk = svi_lib.chunk_length(num_steps)
-    run = jax.jit(lambda st, w: svi_lib.run_svi(svi, st, d, w, chunk))
-    state, losses, attempts = svi_lib.svi_with_restarts(
-        key_fit, svi, run, d, None, num_steps, learning_rate, len(table), max_restarts,
-        restart_lr_factor, tick, label='BNS fit')
+    svi, state, losses, attempts = svi_lib.svi_with_restarts(
+        key_fit, lambda: svi_parts(spec, labels, guide, learning_rate)[0],
+        lambda svi: run_chunks(svi, d, chunk), d, None, num_steps, learning_rate, len(table),
+        max_restarts, restart_lr_factor, tick, label='BNS fit')
+    g = svi.guide
     guide_params = jax.device_get(svi.get_params(state))
-    latent = g.sample_posterior(key_post, guide_params, sample_shape=(num_samples,))
+    # One program, like the init (svi.init_svi): op by op, each op would compile on its own.
+    latent = jax.jit(lambda k, p: g.sample_posterior(k, p, sample_shape=(num_samples,)))(
+        key_post, guide_params)
     info.update(num_steps=num_steps, learning_rate=attempts[-1]['learning_rate'], guide=guide,
                 final_loss=float(losses[-100:].mean()), initial_loss=float(losses[0]),
                 svi_attempts=attempts)
@@ -503,7 +514,7 @@ def fit(key, table: data_lib.TrialTable, spec: BNSSpec = BNSSpec(), *, inference
     div = mcmc.get_extra_fields().get('diverging')
     info.update(num_warmup=num_warmup, divergences=int(np.sum(div)) if div is not None else -1)
   latent = {k: v for k, v in latent.items() if k in LATENT_SITES}
-  samples = dict(jax.vmap(lambda lat: build_params(lat, spec))(latent),
+  samples = dict(jax.jit(jax.vmap(lambda lat: build_params(lat, spec)))(latent),
                  coef_raw=latent['coef_raw'])
   samples = {k: np.asarray(v) for k, v in jax.device_get(samples).items()}
   info['fit_seconds'] = time.time() - start

@@ -80,22 +80,22 @@ def cross_validate_folds(key, table: data_lib.TrialTable, spec: bns_lib.BNSSpec,
   folds = np.asarray(folds)
   fold_ids = np.unique(folds)
   weights = jnp.asarray(folds[None, :] != fold_ids[:, None], jnp.float32)   # (K, T)
-  svi, g = bns_lib.svi_parts(spec, labels, guide, learning_rate)
+  make_svi = lambda: bns_lib.svi_parts(spec, labels, guide, learning_rate)[0]
   key_init, key_fit, key_post, key_retry = jax.random.split(key, 4)
   done = {int(k): v for k, v in (done or {}).items()}
   todo = [i for i, k in enumerate(fold_ids) if int(k) not in done]
   chunk = svi_lib.chunk_length(num_steps)
   position = {i: p for p, i in enumerate(todo)}
-  states, losses = _fit_together(svi, d, weights, todo, key_init, key_fit, num_steps, chunk,
-                                 label, tick)
+  svi, states, losses = _fit_together(make_svi(), d, weights, todo, key_init, key_fit,
+                                      num_steps, chunk, label, tick)
   if done:
     progress.info(f'{label}: reusing {len(done)} of {len(fold_ids)} folds finished by an '
                   'earlier run')
   num_train = np.asarray(weights.sum(1))
-  refit = dict(run_one=jax.jit(lambda st, w: svi_lib.run_svi(svi, st, d, w, chunk)),
-               svi=svi, d=d, num_steps=num_steps, learning_rate=learning_rate,
-               max_restarts=max_restarts, restart_lr_factor=restart_lr_factor, tick=tick)
-  heldout = _heldout_density(svi, g, spec, labels, d, num_samples)
+  refit = dict(make_svi=make_svi, d=d, chunk=chunk, num_steps=num_steps,
+               learning_rate=learning_rate, max_restarts=max_restarts,
+               restart_lr_factor=restart_lr_factor, tick=tick)
+  heldout = _heldout_density(svi, spec, labels, d, num_samples) if todo else None
   out = np.full(len(table), np.nan)
   report = []
   for i, k in enumerate(fold_ids):
@@ -106,12 +106,15 @@ def cross_validate_folds(key, table: data_lib.TrialTable, spec: bns_lib.BNSSpec,
       continue
     state_i = jax.tree_util.tree_map(lambda a, p=position[i]: a[p], states)
     where = f'{label}: fold {i + 1}/{len(fold_ids)}'
-    state_i, status, attempts = _converged_fold(
-        state_i, losses[position[i]], int(num_train[i]), weights[i],
+    svi_i, state_i, status, attempts = _converged_fold(
+        svi, state_i, losses[position[i]], int(num_train[i]), weights[i],
         jax.random.fold_in(key_retry, i), where, f'{label} fold {i + 1}/{len(fold_ids)}',
         refit)
     if status != 'skipped':
-      lpd = np.asarray(heldout(state_i, jax.random.fold_in(key_post, i)))
+      # A refitted fold's state belongs to its own SVI object (svi.init_svi).
+      heldout_i = (heldout if svi_i is svi else
+                   _heldout_density(svi_i, spec, labels, d, num_samples))
+      lpd = np.asarray(heldout_i(state_i, jax.random.fold_in(key_post, i)))
       if not np.all(np.isfinite(lpd[sel])):
         status = 'skipped'
         attempts.append(dict(learning_rate=None, diverged='non-finite held-out density'))
@@ -134,62 +137,66 @@ def cross_validate_folds(key, table: data_lib.TrialTable, spec: bns_lib.BNSSpec,
 def _fit_together(svi, d, weights, todo: list, key_init, key_fit, num_steps: int, chunk: int,
                   label: str, tick):
   """The folds `todo` (positions in `weights`' fold axis) fitted in one vmapped SVI from one
-  initialisation, each with its own key: (states, losses (F, steps)); (None, None) if none."""
+  initialisation of `svi` (new, used for this fit only), each with its own key:
+  (svi, states, losses (F, steps)); (svi, None, None) if none."""
   if not todo:
-    return None, None
-  state = svi.init(key_init, d, weights[0])
+    return svi, None, None
+  state = svi_lib.init_svi(svi, key_init, d, weights[0])
   states = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (len(todo),) + a.shape), state)
   states = states._replace(rng_key=jax.random.split(key_fit, len(weights))[np.asarray(todo)])
-  run = jax.jit(jax.vmap(lambda s, w: svi_lib.run_svi(svi, s, d, w, chunk)))
+  # The data is an argument (not a constant of the program), as in bns.run_chunks.
+  run = jax.jit(jax.vmap(lambda s, data, w: svi_lib.run_svi(svi, s, data, w, chunk),
+                         in_axes=(0, None, 0)))
   describe = lambda step, part: (f'{label}: {len(todo)} folds together, step '
                                  f'{step}/{num_steps}, mean loss '
                                  f'{float(np.nanmean(part)):.1f}')
   todo_weights = weights[np.asarray(todo)]
-  return svi_lib.run_svi_chunked(lambda st: run(st, todo_weights), states, num_steps,
-                                 describe, tick)
+  states, losses = svi_lib.run_svi_chunked(lambda st: run(st, d, todo_weights), states,
+                                           num_steps, describe, tick)
+  return svi, states, losses
 
 
-def _heldout_density(svi, g, spec, labels, d, num_samples: int):
+def _heldout_density(svi, spec, labels, d, num_samples: int):
   """A jitted (state, key) -> (T,) lpd_t = log mean_s p(y_t | theta_s), theta_s from the
-  guide of `state`."""
+  guide of `svi` (the SVI object that made `state`)."""
   bound = bns_lib.bound_model(spec, labels)
 
   @jax.jit
-  def heldout(state, k):
+  def heldout(state, k, data):
     params = svi.get_params(state)
-    latent = g.sample_posterior(k, params, sample_shape=(num_samples,))
+    latent = svi.guide.sample_posterior(k, params, sample_shape=(num_samples,))
     latent = {n: v for n, v in latent.items() if n in bns_lib.LATENT_SITES}
-    ll = bns_lib.heldout_log_likelihood(bound, latent, d)
+    ll = bns_lib.heldout_log_likelihood(bound, latent, data)
     return jax.scipy.special.logsumexp(ll, axis=0) - jnp.log(num_samples)
 
-  return heldout
+  return lambda state, k: heldout(state, k, d)
 
 
-def _converged_fold(state, losses, num_train: int, weight, key, where: str, retry_label: str,
-                    refit: dict):
-  """One fold's fit after the joint one: kept ('ok'), refitted alone at a lower step size
-  while it diverges ('recovered', its tries named `retry_label`), or given up ('skipped').
-  Returns (state, status, attempts)."""
-  svi, learning_rate = refit['svi'], refit['learning_rate']
+def _converged_fold(svi, state, losses, num_train: int, weight, key, where: str,
+                    retry_label: str, refit: dict):
+  """One fold's fit after the joint one (by `svi`): kept ('ok'), refitted alone at a lower step
+  size while it diverges ('recovered', its tries named `retry_label`), or given up
+  ('skipped'). Returns (svi of the state, state, status, attempts)."""
+  learning_rate = refit['learning_rate']
   max_restarts, factor = refit['max_restarts'], refit['restart_lr_factor']
   reason = svi_lib.svi_divergence(losses, num_train)
   if reason is None and not svi_lib.params_finite(svi.get_params(state)):
     reason = 'non-finite guide parameters'
   attempts = [dict(learning_rate=float(learning_rate), diverged=reason)]
   if reason is None:
-    return state, 'ok', attempts
+    return svi, state, 'ok', attempts
   if max_restarts == 0:
-    return state, 'skipped', attempts
+    return svi, state, 'skipped', attempts
   progress.warning(f'{where} diverged ({reason}); refitting it alone at a lower step size')
   try:
-    state, _, more = svi_lib.svi_with_restarts(
-        key, svi, refit['run_one'], refit['d'], weight, refit['num_steps'],
-        learning_rate * factor, num_train, max_restarts - 1, factor, refit['tick'],
-        label=retry_label)
+    svi, state, _, more = svi_lib.svi_with_restarts(
+        key, refit['make_svi'], lambda s: bns_lib.run_chunks(s, refit['d'], refit['chunk']),
+        refit['d'], weight, refit['num_steps'], learning_rate * factor, num_train,
+        max_restarts - 1, factor, refit['tick'], label=retry_label)
   except FloatingPointError as e:
     attempts.append(dict(learning_rate=None, diverged=str(e)))
-    return state, 'skipped', attempts
-  return state, 'recovered', attempts + more
+    return svi, state, 'skipped', attempts
+  return svi, state, 'recovered', attempts + more
 
 
 def make_folds(key, num_trials: int, num_folds: int) -> np.ndarray:
