@@ -10,6 +10,7 @@ display by the network (the expensive input projection is never repeated per sam
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import flax
@@ -114,6 +115,11 @@ def _spaced_on_circle(key, num_displays, num_items, grid, min_separation):
   return circular.wrap(jnp.take_along_axis(angles, order, axis=1))
 
 
+# Jitted with its sizes static: called outside a jitted program (evaluation, analyses), one
+# program instead of ~15 ops each compiling for every new number of displays.
+@functools.partial(jax.jit, static_argnames=('num_displays', 'num_items', 'cue_grid',
+                                             'report_grid', 'min_separation_cue',
+                                             'min_separation_report'))
 def sample_displays(key, num_displays: int, num_items: int, *, cue_grid: int = 0,
                     report_grid: int = 0, min_separation_cue: float = np.pi / 4,
                     min_separation_report: float = np.pi / 4) -> Displays:

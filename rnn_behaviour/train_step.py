@@ -261,9 +261,10 @@ def build(config, workdir: str | None = None, behaviour_model=None, mesh=None) -
 def init_states(built: Built, seeds) -> TrainState:
   """Initial state of one run (one seed: no member axis) or of an ensemble (stacked).
 
-  With a mesh the state is created on it (replicated, or split along the member axis), by a
-  jitted initialiser so that every process of a multi-process job holds its part of one
-  global state.
+  The initialiser is jitted: one program instead of Flax's init op by op, each op compiling on
+  its own (3 s against 0.6 s for the tiny config on CPU). With a mesh the state is created on
+  it (replicated, or split along the member axis), so that every process of a multi-process job
+  holds its part of one global state.
   """
   def initial():
     if len(seeds) == 1:
@@ -271,7 +272,7 @@ def init_states(built: Built, seeds) -> TrainState:
     return stack_members([built.init(root_keys(s)[0]) for s in seeds])
 
   if built.mesh is None:
-    return initial()
+    return jax.jit(initial)()
   shardings = parallel.state_sharding(built.mesh, jax.eval_shape(initial), len(seeds))
   return jax.jit(initial, out_shardings=shardings)()
 

@@ -16,14 +16,19 @@ A variable already set in the environment wins, e.g. JAX_COMPILATION_CACHE_DIR=~
 keep the cache between sessions.
 
 Session fixtures train the tiny config once (`trained_run`, `trained_ensemble`) and fit the
-behavioural models once to a slice of Bays 2009 (`bays_fit`); they are read-only, and a test
-that changes a run takes a copy (`copy_run`).
+behavioural models once to a slice of Bays 2009 (`bays_fit`), once for the whole session even
+with pytest-xdist's workers (`built_once`: the first worker to need one builds it, the others
+wait for it and read it); they are read-only, and a test that changes a run takes a copy
+(`copy_run`).
 """
 
 import atexit
+import fcntl
 import os
+import pathlib
 import shutil
 import tempfile
+from typing import Callable
 
 import pytest
 
@@ -91,24 +96,51 @@ def copy_run(source: str, destination) -> str:
   return destination
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[str], None]) -> str:
+  """`build(workdir)` run once per test session, shared by pytest-xdist's workers: returns
+  the workdir.
+
+  The workdir lies in the session's temporary folder (the parent of the workers' own), under a
+  file lock: the first worker to ask builds it and marks it finished; the others wait on the
+  lock and read it. A build that failed (no mark) is removed and built again by the next
+  worker to ask, so its error shows in every test that needs it."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent
+  folder = pathlib.Path(root) / f'built_once_{name}'
+  workdir, finished = folder / 'run', folder / 'FINISHED'
+  with open(f'{folder}.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not finished.exists():
+      shutil.rmtree(folder, ignore_errors=True)
+      folder.mkdir()
+      build(str(workdir))
+      finished.touch()
+  return str(workdir)
+
+
+def _train_and_evaluate_tiny(workdir: str):
+  modes.run(make_tiny_config(), workdir, 'all')
+
+
+def _train_tiny_ensemble(workdir: str):
+  config = make_tiny_config()
+  config.train.ensemble_size = 2
+  train.train(config, workdir)
+
+
 @pytest.fixture(scope='session')
 def trained_run(tmp_path_factory) -> str:
   """The tiny config trained (4 steps, checkpoints 2 and 4) and evaluated (`--mode=all`, the
   BNS judgement included). Read-only: copy it with `copy_run` to change it."""
-  workdir = str(tmp_path_factory.mktemp('trained_run') / 'run')
-  modes.run(make_tiny_config(), workdir, 'all')
-  return workdir
+  return built_once(tmp_path_factory, 'trained_run', _train_and_evaluate_tiny)
 
 
 @pytest.fixture(scope='session')
 def trained_ensemble(tmp_path_factory) -> str:
   """The tiny config as an ensemble of 2 (seeds 0 and 1), trained 4 steps, not evaluated.
   Read-only: copy it with `copy_run` to change it."""
-  config = make_tiny_config()
-  config.train.ensemble_size = 2
-  workdir = str(tmp_path_factory.mktemp('trained_ensemble') / 'run')
-  train.train(config, workdir)
-  return workdir
+  return built_once(tmp_path_factory, 'trained_ensemble', _train_tiny_ensemble)
 
 
 def bays_fit_config():
@@ -134,6 +166,5 @@ def bays_fit(tmp_path_factory) -> str:
   skips when ../shared/data has no Bays 2009 file. Read-only: copy it with `copy_run`."""
   if not os.path.exists(BAYS2009):
     pytest.skip(f'no {BAYS2009}')
-  workdir = str(tmp_path_factory.mktemp('bays_fit') / 'run')
-  modes.run(bays_fit_config(), workdir, 'fit_behaviour')
-  return workdir
+  return built_once(tmp_path_factory, 'bays_fit',
+                    lambda workdir: modes.run(bays_fit_config(), workdir, 'fit_behaviour'))

@@ -9,6 +9,7 @@ import pytest
 
 from rnn_behaviour import task
 from rnn_behaviour.behaviour import bns, bns_cv, bns_files, data, parametric, stable, surrogate
+from tests import conftest
 
 TRUE_SWAP = parametric.ParametricSwapModel(kind='gaussian', width=1.0, bias=0.0,
                                            guess_logit=-2.5, kappa=10.0)
@@ -61,11 +62,18 @@ def test_wrapped_stable_density():
   np.testing.assert_allclose(dens, cauchy, rtol=2e-3)
 
 
-@pytest.fixture(scope='module')
-def recovered_fit():
-  table = simulated_table()
-  return bns.fit(jax.random.PRNGKey(1), table, bns.BNSSpec(num_fourier=6), num_steps=1500,
-                 num_samples=400)
+def _fit_and_save_recovery(directory: str):
+  fit = bns.fit(jax.random.PRNGKey(1), simulated_table(), bns.BNSSpec(num_fourier=6),
+                num_steps=1500, num_samples=400)
+  bns_files.save(fit, directory)
+
+
+@pytest.fixture(scope='session')
+def recovered_fit(tmp_path_factory):
+  """BNS fitted to `simulated_table()` (3,000 displays of 4 items), once for the session (and
+  its workers), read back from its files."""
+  return bns_files.load(conftest.built_once(tmp_path_factory, 'bns_recovered_fit',
+                                            _fit_and_save_recovery))
 
 
 def test_swap_function_recovered_inside_band(recovered_fit):
