@@ -14,6 +14,7 @@ from rnn_behaviour import task
 from rnn_behaviour import train
 from rnn_behaviour.behaviour import parametric
 from rnn_behaviour.configs import authors
+from tests import tiny
 
 
 def test_trig_moments_known_values():
@@ -43,11 +44,11 @@ def test_losses_and_gradients_are_finite(tiny_config, name, onset):
   tiny_config.objective.name = name
   tiny_config.diffusion.onset = onset
   network = rnn.make_network(tiny_config)
-  variables = network.init(jax.random.key(0), train.input_size(tiny_config.task))
+  variables = tiny.init_network(network, tiny_config.task)
   batch = objectives.sample_batch(jax.random.key(1), tiny_config,
                                   parametric.from_config(tiny_config.behaviour))
   loss_fn = objectives.make_loss_fn(tiny_config, network)
-  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+  (loss, metrics), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
       variables['params'], variables['constants'], batch, jax.random.key(2))
   assert np.isfinite(float(loss)) and float(loss) > 0
   assert float(metrics['loss']) == float(loss)
@@ -62,12 +63,12 @@ def _blind_network(config, name):
   config.objective.name = name
   config.objective.state_weight = 0.0
   network = rnn.make_network(config)
-  variables = network.init(jax.random.key(0), train.input_size(config.task))
+  variables = tiny.init_network(network, config.task)
   constants = {'readout': jnp.zeros_like(variables['constants']['readout'])}
   batch = objectives.sample_batch(jax.random.key(1), config,
                                   parametric.from_config(config.behaviour))
-  loss, _ = objectives.make_loss_fn(config, network)(variables['params'], constants, batch,
-                                                     jax.random.key(2))
+  loss, _ = jax.jit(objectives.make_loss_fn(config, network))(variables['params'], constants,
+                                                              batch, jax.random.key(2))
   return network, batch, float(loss)
 
 
@@ -154,10 +155,10 @@ def test_free_running_scores_each_samples_data_point(tiny_config):
   tiny_config.objective.name = 'free_running'
   tiny_config.objective.state_weight = 0.0
   network = rnn.make_network(tiny_config)
-  variables = network.init(jax.random.key(0), train.input_size(tiny_config.task))
+  variables = tiny.init_network(network, tiny_config.task)
   batch = objectives.sample_batch(jax.random.key(1), tiny_config,
                                   parametric.from_config(tiny_config.behaviour))
-  loss, metrics = objectives.make_loss_fn(tiny_config, network)(
+  loss, metrics = jax.jit(objectives.make_loss_fn(tiny_config, network))(
       variables['params'], variables['constants'], batch, jax.random.key(2))
   _, states = sampling.make_sampler(tiny_config, network)(
       variables, batch.displays, jax.random.key(2), batch.responses.shape[1], record=True)
@@ -175,7 +176,7 @@ def test_reverse_noise_reaches_every_unit_under_teacher_forcing(tiny_config, res
   squared norm is (n - 2) sum_s 0.81^(steps after s) sigma_s^2."""
   tiny_config.diffusion.response_noise = response_noise
   network = rnn.make_network(tiny_config)
-  variables = network.init(jax.random.key(0), train.input_size(tiny_config.task))
+  variables = tiny.init_network(network, tiny_config.task)
   variables = {'params': jax.tree_util.tree_map(jnp.zeros_like, variables['params']),
                'constants': variables['constants']}
   n, num_steps = tiny_config.model.num_units, tiny_config.diffusion.num_steps

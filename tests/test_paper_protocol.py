@@ -15,6 +15,7 @@ from rnn_behaviour.analysis import paper_protocol as pp
 from rnn_behaviour.analysis import planes
 from rnn_behaviour.analysis import run_paper
 from rnn_behaviour.configs import default
+from tests import tiny
 
 UNITS = 14
 _EYE = np.eye(UNITS)
@@ -283,7 +284,7 @@ def test_authors_variant_on_an_untrained_tiny_network():
                               samples_per_display=4, swap_displays=16, num_bootstrap=20,
                               num_shuffles=2))
   network = rnn.make_network(config)
-  variables = network.init(jax.random.key(0), train.input_size(config.task))
+  variables = tiny.init_network(network, config.task)
   numbers, arrays = run_paper.analyse_network(config, sampling.make_sampler(config, network),
                                               variables, jax.random.key(1))
   assert numbers['settings']['variant'] == 'authors'

@@ -11,6 +11,7 @@ from rnn_behaviour import circular
 from rnn_behaviour import rnn
 from rnn_behaviour import task
 from rnn_behaviour import train
+from tests import tiny
 
 
 def test_softplus_value_and_gradient_match_reference():
@@ -29,7 +30,7 @@ def test_orthonormal_rows():
 def test_network_steps_and_sampling(tiny_config, cell):
   tiny_config.model.cell = cell
   network = rnn.make_network(tiny_config)
-  variables = network.init(jax.random.key(0), train.input_size(tiny_config.task))
+  variables = tiny.init_network(network, tiny_config.task)
   n = tiny_config.model.num_units
   x = jax.random.normal(jax.random.key(1), (3, 5, n))
   y = jax.random.normal(jax.random.key(2), (3, 5, 2))
@@ -58,7 +59,7 @@ def test_network_steps_and_sampling(tiny_config, cell):
 
 def test_sampling_is_reproducible_from_key(tiny_config):
   network = rnn.make_network(tiny_config)
-  variables = network.init(jax.random.key(0), train.input_size(tiny_config.task))
+  variables = tiny.init_network(network, tiny_config.task)
   displays = task.sample_displays(jax.random.key(3), 2, 2)
   inputs = task.epoch_inputs_from_config(displays, tiny_config.task)
   sample = jax.jit(lambda key: network.sample(variables, inputs, key, 4)[0])
@@ -123,7 +124,7 @@ def test_time_drive_reaches_every_level_and_inputs_only_the_leaves(tiny_config):
   tiny_config.model.cell = 'dendritic'
   tiny_config.model.time_levels = 'all'
   network = rnn.make_network(tiny_config)
-  variables = network.init(jax.random.key(0), train.input_size(tiny_config.task))
+  variables = tiny.init_network(network, tiny_config.task)
   cell = network.model.cell
   displays = task.sample_displays(jax.random.key(3), 2, 2, cue_grid=8)
   inputs = task.epoch_inputs_from_config(displays, tiny_config.task)
@@ -142,7 +143,7 @@ def _factorised_network(config):
   config.model.input_projection = 'factorised'
   config.model.feature_projection_size = 3
   network = rnn.make_network(config)
-  return network, network.init(jax.random.key(0), train.input_size(config.task))
+  return network, tiny.init_network(network, config.task)
 
 
 def test_conjunctive_cue_goes_through_the_stimulus_projection(tiny_config):
@@ -173,7 +174,7 @@ def test_conjunctive_cue_goes_through_the_stimulus_projection(tiny_config):
 def test_factorised_projection_keeps_a_separate_cue_channel_when_asked(tiny_config):
   tiny_config.model.input_projection = 'factorised'
   network = rnn.make_network(tiny_config)
-  variables = network.init(jax.random.key(0), train.input_size(tiny_config.task))
+  variables = tiny.init_network(network, tiny_config.task)
   assert 'cue_channel_projection' in variables['params']
   tiny_config.task.cueing = 'index'
   with pytest.raises(ValueError, match='probe'):
@@ -197,7 +198,7 @@ def test_half_normal_initial_state_distribution_and_sampler_start(tiny_config):
   # The sampler starts from it: with no trial noise the first state is one mean step from x0.
   tiny_config.model.trial_noise = 0.0
   network = rnn.make_network(tiny_config)
-  variables = network.init(jax.random.key(0), train.input_size(tiny_config.task))
+  variables = tiny.init_network(network, tiny_config.task)
   displays = task.sample_displays(jax.random.key(3), 3, 2, cue_grid=8)
   inputs = task.epoch_inputs_from_config(displays, tiny_config.task)
   key = jax.random.key(4)

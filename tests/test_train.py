@@ -113,7 +113,7 @@ def test_chunked_step_averages_per_chunk_gradients(tiny_config):
   new_state, metrics = step(state, batch, key)
   # By hand: each half of the displays with its own key, gradients and metrics averaged.
   keys = jax.random.split(key, 2)
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
   halves = [jax.tree_util.tree_map(lambda a, i=i: a[2 * i:2 * i + 2], batch) for i in range(2)]
   results = [grad_fn(state.params, state.constants, h, k) for h, k in zip(halves, keys)]
   mean_grads = jax.tree_util.tree_map(lambda a, b: (a + b) / 2, results[0][1], results[1][1])
