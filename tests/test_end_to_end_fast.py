@@ -33,7 +33,10 @@ from tests import tiny
 
 # --- One process of the multi-device code (tests/test_parallel.py runs 8 devices, 2 hosts) ---
 
-@pytest.mark.parametrize('layout', [{}, {'train.displays_per_chunk': 2},
+# The plain layout is slow-only (~8 s): the chunked and ensemble layouts take the same mesh
+# path with more on it, and tests/test_parallel.py runs every layout on 8 devices.
+@pytest.mark.parametrize('layout', [pytest.param({}, marks=pytest.mark.slow),
+                                    {'train.displays_per_chunk': 2},
                                     {'train.ensemble_size': 2}])
 def test_the_sharded_step_on_a_one_device_mesh_computes_the_plain_step(tiny_config, layout):
   """train.build(mesh=...) takes the multi-device path (state created on the mesh by a jitted

@@ -18,6 +18,7 @@ function is defined on the whole circle (where the data are silent, the band is 
 
 from __future__ import annotations
 
+import functools
 import os
 
 from etils import epath
@@ -84,6 +85,9 @@ class BNSResponseModel:
                               jnp.zeros((k, displays.num_items + 1)))
     return total / self.num_draws
 
+  # Jitted (the model is a pytree): called outside a jitted program (evaluation, the fit's
+  # checks, the criteria) it is one program instead of each op compiling for new shapes.
+  @functools.partial(jax.jit, static_argnames=('num_samples',))
   def sample_responses(self, key, displays: task_lib.Displays, num_samples: int):
     """(K, S) posterior-predictive responses, radians in [-pi, pi)."""
     k = displays.num_displays
