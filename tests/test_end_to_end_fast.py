@@ -5,6 +5,7 @@ in new processes: colab/*.ipynb top to bottom, `python -m rnn_behaviour.main`, 8
 `jax.distributed` processes, the TPU worker twice.
 """
 
+import csv
 import importlib.util
 import json
 import logging
@@ -132,7 +133,16 @@ def test_the_mechanisms_notebook_on_a_trained_run(trained_run, tmp_path):
   (paper,) = run_paper.analyse(config, workdir)       # One network: one summary.
   for key in run_paper.SUMMARY_KEYS + ('swap_decided_from',):
     assert key in paper, key
+  # The authors' variant (the default) on the tiny task: its 3 cue pairs on the 8-grid (45, 90
+  # and 135 degrees), and a time axis of 3 delay + 2 cue + 6 response steps (no post-cue step).
+  assert paper['settings']['variant'] == 'authors' and paper['settings']['num_pairs'] == 3
+  assert np.isfinite(paper['alignment_precue'])
   folder = run_paper.member_folder(workdir, None)
+  with open(os.path.join(folder, 'alignment.csv')) as f:
+    epochs = [row['epoch'] for row in csv.DictReader(f)]
+  assert epochs == ['delay'] * 3 + ['cue'] * 2 + ['response'] * 6
+  with open(os.path.join(folder, 'alignment_per_pair.csv')) as f:
+    assert len(list(csv.DictReader(f))) == 3 * len(epochs)
   for name in ('alignment', 'precue_vs_distance', 'swap_decision'):
     assert os.path.getsize(os.path.join(folder, f'{name}.png')) > 1000
 

@@ -15,7 +15,7 @@ def test_fit_swap_function_recovers_a_known_swap_function():
   truth = parametric.ParametricSwapModel(kind='gaussian', width=0.5, bias=0.5, guess_logit=-3.0,
                                          kappa=8.0)
   responses = truth.sample_responses(key_responses, displays, 16)
-  curve = evaluate.fit_swap_function(key_fit, displays, responses, num_steps=1500,
+  curve = evaluate.fit_swap_function(key_fit, displays, responses, num_steps=800,
                                      min_distance=0.3)
   d, mean = np.array(curve['distance']), np.array(curve['mean'])
   assert d.min() >= 0.3 - 1e-6 and np.isclose(d.max(), np.pi)

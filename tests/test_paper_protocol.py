@@ -6,16 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_behaviour import rnn
-from rnn_behaviour import sampling
 from rnn_behaviour import task as task_lib
-from rnn_behaviour import train
 from rnn_behaviour.analysis import decoding
 from rnn_behaviour.analysis import paper_protocol as pp
 from rnn_behaviour.analysis import planes
 from rnn_behaviour.analysis import run_paper
 from rnn_behaviour.configs import default
-from tests import tiny
 
 UNITS = 14
 _EYE = np.eye(UNITS)
@@ -274,25 +270,8 @@ def test_settings_of_each_variant():
   assert ours.cues.shape == (16, 2)              # 4 distances on the 8-grid, 4 rotations.
 
 
-def test_authors_variant_on_an_untrained_tiny_network():
-  config = default.get_config()
-  config.task.epochs.update(dict(stimulus=2, delay=3, cue=2, post_cue=1))
-  config.task.num_tuning = 8
-  config.model.update(dict(num_units=8, trial_noise=-1.0))
-  config.diffusion.num_steps = 6
-  config.analysis.update(dict(pair_rotations=1, report_values=6, reported_bins=6,
-                              samples_per_display=4, swap_displays=16, num_bootstrap=20,
-                              num_shuffles=2))
-  network = rnn.make_network(config)
-  variables = tiny.init_network(network, config.task)
-  numbers, arrays = run_paper.analyse_network(config, sampling.make_sampler(config, network),
-                                              variables, jax.random.key(1))
-  assert numbers['settings']['variant'] == 'authors'
-  assert numbers['settings']['num_pairs'] == 3   # 45, 90 and 135 degrees on the 8-grid.
-  assert arrays['per_pair'].shape == (3, 3 + 2 + 6)
-  assert [e for e, _ in arrays['labels']].count('post_cue') == 0
-  assert arrays['spans']['response'] == (5, 11)
-  assert np.isfinite(numbers['alignment_precue'])
+# The authors' variant end to end on a tiny network (its pairs, time axis and summary) is
+# tests/test_end_to_end_fast.py's mechanisms-notebook test, on the session's trained tiny run.
 
 
 def test_average_over_pairs_and_its_band():

@@ -126,7 +126,6 @@ def test_chunked_step_averages_per_chunk_gradients(tiny_config):
 
 
 def test_resuming_with_another_network_fails_clearly(tiny_config, tmp_path):
-  tiny_config.train.num_steps = 2
   workdir = str(tmp_path / 'run')
   train.train(tiny_config, workdir)
   tiny_config.model.num_units = 12

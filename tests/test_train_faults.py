@@ -54,13 +54,13 @@ def test_metrics_reach_tensorboard_and_progress_is_reported(tiny_config, tmp_pat
 
 
 def test_ensemble_metrics_one_scalar_set_per_member(tiny_config, tmp_path):
-  tiny_config.train.num_steps = 2
-  tiny_config.train.ensemble_size = 2
+  tiny_config.train.ensemble_size = 2        # 4 steps: trained_ensemble's compiled program.
   workdir = str(tmp_path / 'ensemble')
   train.train(tiny_config, workdir)
   with open(os.path.join(workdir, train.METRICS_FILE)) as f:
     raw = [json.loads(line) for line in f]
-  assert [(r['step'], r['member']) for r in raw] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+  assert [(r['step'], r['member']) for r in raw] == [(s, m) for s in (1, 2, 3, 4)
+                                                     for m in (0, 1)]
   assert all(isinstance(r['member'], int) for r in raw)
   for member in range(2):
     events = metric_writers.read_event_scalars(
@@ -151,8 +151,7 @@ def test_a_diverging_member_is_rolled_back_and_the_others_go_on(tiny_config, tmp
 ])
 def test_resume_refuses_a_change_that_alters_the_computation(tiny_config, tmp_path, field, value,
                                                              named):
-  tiny_config.train.num_steps = 2
-  workdir = str(tmp_path / 'run')
+  workdir = str(tmp_path / 'run')          # The tiny config as is: trained_run's program.
   train.train(tiny_config, workdir)
   with open(os.path.join(workdir, 'config.json')) as f:
     before = f.read()
@@ -191,18 +190,17 @@ def test_resume_allows_eval_cadence_and_an_explicit_extension(tiny_config, tmp_p
 
 
 def test_restart_moves_the_old_run_aside(tiny_config, tmp_path):
-  tiny_config.train.num_steps = 2
   workdir = str(tmp_path / 'run')
-  train.train(tiny_config, workdir)
+  train.train(tiny_config, workdir)            # 4 steps, checkpoints 2 and 4.
   tiny_config.train.learning_rate = 0.5
   state = train.train(tiny_config, workdir, restart=True)
-  assert int(state.step) == 2
+  assert int(state.step) == 4
   (old,) = os.listdir(os.path.join(workdir, train.SUPERSEDED_DIR))
   old = os.path.join(workdir, train.SUPERSEDED_DIR, old)
-  assert _steps(old) == [2] and len(train.read_metrics(old)) == 2
+  assert _steps(old) == [2, 4] and len(train.read_metrics(old)) == 4
   with open(os.path.join(old, 'config.json')) as f:
     assert json.load(f)['train']['learning_rate'] == 0.01
-  assert [r['step'] for r in train.read_metrics(workdir)] == [1, 2]
+  assert [r['step'] for r in train.read_metrics(workdir)] == [1, 2, 3, 4]
   with open(os.path.join(workdir, train.HISTORY_FILE)) as f:
     assert [json.loads(line)['event'] for line in f] == ['start', 'restart']
 
@@ -225,7 +223,6 @@ def test_a_second_live_trainer_fails_clearly(tiny_config, tmp_path):
 
 
 def test_a_stale_lock_is_reclaimed_with_a_message(tiny_config, tmp_path, caplog):
-  tiny_config.train.num_steps = 1
   workdir = str(tmp_path / 'run')
   os.makedirs(workdir)
   dead = subprocess.Popen([sys.executable, '-c', 'pass'])
@@ -251,17 +248,16 @@ def test_the_lock_is_exclusive_and_released(tmp_path):
 # 5. A torn metrics line.
 
 def test_a_torn_metrics_line_is_dropped_on_resume(tiny_config, tmp_path, caplog):
-  tiny_config.train.num_steps = 2
   workdir = str(tmp_path / 'run')
-  train.train(tiny_config, workdir)
+  train.train(tiny_config, workdir)                     # 4 steps: trained_run's program.
   with open(os.path.join(workdir, train.METRICS_FILE), 'a') as f:
-    f.write('{"step": 3, "loss": 0.1')                  # Killed mid-write.
-  assert [r['step'] for r in train.read_metrics(workdir)] == [1, 2]
-  assert 'the last line is not a JSON record' in caplog.text
-  tiny_config.train.num_steps = 4
-  tiny_config.train.decay_steps = 2
-  train.train(tiny_config, workdir)
+    f.write('{"step": 5, "loss": 0.1')                  # Killed mid-write.
   assert [r['step'] for r in train.read_metrics(workdir)] == [1, 2, 3, 4]
+  assert 'the last line is not a JSON record' in caplog.text
+  tiny_config.train.num_steps = 6
+  tiny_config.train.decay_steps = 4
+  train.train(tiny_config, workdir)
+  assert [r['step'] for r in train.read_metrics(workdir)] == [1, 2, 3, 4, 5, 6]
 
 
 # 6. Fail before the work.
