@@ -13,6 +13,7 @@ from rnn_behaviour import criteria
 from rnn_behaviour import curriculum
 from rnn_behaviour import task as task_lib
 from rnn_behaviour import train
+from tests import conftest
 
 TINY = dict(
     task=dict(num_tuning=8, cue_grid=0, epochs=dict(stimulus=2, delay=3, cue=2, post_cue=1)),
@@ -67,10 +68,18 @@ def test_settings_fail_naming_the_field():
   assert criteria.required_members(criteria.settings_for(dict(members=2 / 3)), 3) == 2
 
 
-def test_stage_ends_when_learned_and_records_it(tmp_path):
-  config = _chain(first_tolerance=1.0)           # Always met: ends at min_steps.
-  workdir = str(tmp_path / 'chain')
-  dirs = curriculum.run(config, workdir)
+@pytest.fixture(scope='session')
+def met_chain(tmp_path_factory):
+  """(config, workdir) of `_chain(first_tolerance=1.0)` run once: its criterion is always met,
+  so the first stage ends at min_steps. Read-only: copy it to change it."""
+  config = _chain(first_tolerance=1.0)
+  return config, conftest.built_once(tmp_path_factory, 'met_chain',
+                                     lambda workdir: curriculum.run(config, workdir))
+
+
+def test_stage_ends_when_learned_and_records_it(met_chain):
+  config, workdir = met_chain
+  dirs = {name: os.path.join(workdir, name) for name in ('first', 'second')}
   record = criteria.read_record(dirs['first'])
   assert record['met'] and record['met_step'] == 2 and record['budget'] == 6
   assert record['members'][0]['learned'] is True
@@ -81,10 +90,16 @@ def test_stage_ends_when_learned_and_records_it(tmp_path):
   assert os.path.exists(os.path.join(dirs['first'], criteria.CURVE_PNG))
   with open(os.path.join(dirs['second'], 'config.json')) as f:
     assert json.load(f)['initialised_from']['workdir'] == os.path.abspath(dirs['first'])
-  # Rerun: nothing is retrained.
-  stamp = os.path.getmtime(os.path.join(dirs['second'], criteria.RECORD_FILE))
-  curriculum.run(config, workdir)
-  assert os.path.getmtime(os.path.join(dirs['second'], criteria.RECORD_FILE)) == stamp
+
+
+def test_a_finished_chain_is_not_retrained(met_chain, tmp_path):
+  config, source = met_chain
+  workdir = conftest.copy_run(source, tmp_path / 'chain')
+  record = os.path.join(workdir, 'second', criteria.RECORD_FILE)
+  stamp = os.path.getmtime(record)
+  dirs = curriculum.run(config, workdir)
+  assert dirs['second'] == os.path.join(workdir, 'second')
+  assert os.path.getmtime(record) == stamp
 
 
 def test_chain_stops_at_a_stage_that_did_not_learn(tmp_path):

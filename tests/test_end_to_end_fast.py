@@ -10,6 +10,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import sys
 
 from absl import flags
@@ -114,15 +115,21 @@ def test_the_tpu_worker_command_resumes_a_trained_run(trained_run, tmp_path, mon
 
 # --- What the notebooks' cells call (tests/test_notebooks.py runs them in kernels) ------------
 
-def test_the_mechanisms_notebook_on_a_trained_run(trained_run, tmp_path):
-  """colab/mechanisms.ipynb with RUN_DIR set: the run's own config, both analyses, the details
-  and the figures the notebook shows. (quickstart.ipynb's cells are test_train's end-to-end
-  run, the fixture, and test_analyse_mode's design-grid analysis.)"""
-  workdir = conftest.copy_run(trained_run, tmp_path / 'run')
+def _mechanisms_notebook_config(workdir: str):
+  """colab/mechanisms.ipynb's config with RUN_DIR set: the run's own, at tiny analysis sizes."""
   config = run_analysis.load_run_config(workdir)
   config.update_from_flattened_dict(tiny.overrides(('analysis',)))
   config.analysis.update(dict(pair_rotations=1, report_values=6, reported_bins=6,
                               swap_displays=16))
+  return config
+
+
+def test_the_mechanisms_notebook_design_grid_on_a_trained_run(trained_run, tmp_path):
+  """colab/mechanisms.ipynb with RUN_DIR set, its first analysis: the design grid, the details
+  and the figures the notebook shows. (quickstart.ipynb's cells are test_train's end-to-end
+  run, the fixture, and test_analyse_mode's design-grid analysis.)"""
+  workdir = conftest.copy_run(trained_run, tmp_path / 'run')
+  config = _mechanisms_notebook_config(workdir)
   numbers = run_analysis.analyse(config, workdir)
   details = run_analysis.mechanism_details(numbers, task_lib.epochs_from_config(config))
   assert 0.0 <= details['alignment_delay_end'] <= 1.0
@@ -130,6 +137,12 @@ def test_the_mechanisms_notebook_on_a_trained_run(trained_run, tmp_path):
   assert numbers['swap_decoding']['num_swaps'] >= 0 and numbers['pca']['dimensions_for_90'] >= 1
   for name in ('alignment', 'swap_auc', 'cross_temporal', 'pca', 'fixed_points'):
     assert os.path.getsize(os.path.join(workdir, 'analysis', f'{name}.png')) > 1000
+
+
+def test_the_mechanisms_notebook_paper_protocol_on_a_trained_run(trained_run, tmp_path):
+  """colab/mechanisms.ipynb's second analysis: the paper's protocol on the run."""
+  workdir = conftest.copy_run(trained_run, tmp_path / 'run')
+  config = _mechanisms_notebook_config(workdir)
   (paper,) = run_paper.analyse(config, workdir)       # One network: one summary.
   for key in run_paper.SUMMARY_KEYS + ('swap_decided_from',):
     assert key in paper, key
@@ -147,37 +160,55 @@ def test_the_mechanisms_notebook_on_a_trained_run(trained_run, tmp_path):
     assert os.path.getsize(os.path.join(folder, f'{name}.png')) > 1000
 
 
-def test_the_your_data_notebook_on_a_fit_of_bays2009(bays_fit, tmp_path):
-  """colab/your_data.ipynb after its fit: train on the BNS fit's posterior predictive, evaluate
-  against it, judge the network on the real trials and draw the comparison."""
-  workdir = conftest.copy_run(bays_fit, tmp_path / 'run')
+@pytest.fixture(scope='session')
+def bays_trained(bays_fit, tmp_path_factory) -> str:
+  """`bays_fit` with a tiny network trained on the fit's posterior predictive (colab/
+  your_data.ipynb's training cell), once for the session. Read-only."""
+  def build(workdir):
+    shutil.copytree(bays_fit, workdir)
+    modes.run(conftest.bays_fit_config(), workdir, 'train')
+  return conftest.built_once(tmp_path_factory, 'bays_trained', build)
+
+
+def test_the_your_data_notebook_trains_and_evaluates_on_a_fit_of_bays2009(bays_trained,
+                                                                          tmp_path):
+  """colab/your_data.ipynb after its fit: the network trained on the BNS fit's posterior
+  predictive (the fixture), evaluated against it."""
+  workdir = conftest.copy_run(bays_trained, tmp_path / 'run')
   config = conftest.bays_fit_config()
   summary = json.loads(open(os.path.join(workdir, 'behaviour', 'summary.json')).read())
   assert summary['complete'] and summary['num_trials'] > 0
-  modes.run(config, workdir, 'train')
+  assert [r['step'] for r in train.read_metrics(workdir)] == list(
+      range(1, config.train.num_steps + 1))
   modes.run(config, workdir, 'evaluate')
   with open(os.path.join(workdir, 'eval', 'summary.json')) as f:
     assert json.load(f)['trained_steps'] == config.train.num_steps
+  for name in ('swap_rate_by_cue_distance', 'response_histograms'):
+    assert os.path.getsize(os.path.join(workdir, 'eval', f'{name}.png')) > 1000
+
+
+def test_the_your_data_notebook_judges_the_network_on_the_real_trials(bays_trained, tmp_path):
+  """colab/your_data.ipynb's last cells: the trained network judged on the real trials, and
+  the comparison figure."""
+  workdir = conftest.copy_run(bays_trained, tmp_path / 'run')
+  config = conftest.bays_fit_config()
   judged = evaluate.judge_on_trials(config, workdir, 2)
   assert judged['num_trials'] > 0
   assert judged['errors']['network'].shape == (2 * judged['num_trials'],)
   assert np.isfinite(judged['heldout_loglik']['network'])
   plots.network_vs_trials(judged, os.path.join(workdir, 'eval', 'network_vs_trials.png'))
   assert os.path.getsize(os.path.join(workdir, 'eval', 'network_vs_trials.png')) > 1000
-  for name in ('swap_rate_by_cue_distance', 'response_histograms'):
-    assert os.path.getsize(os.path.join(workdir, 'eval', f'{name}.png')) > 1000
 
 
 # --- The objectives comparison (tests/test_compare_objectives.py runs two of them) ------------
 
 def test_a_one_run_comparison_writes_its_tables_and_is_not_repeated(tmp_path):
   """comparison.compare's whole path (train, evaluate, tables, figures, skip when finished) on
-  one objective and one seed of the tiny config, 2 steps, no BNS judgement."""
+  one objective and one seed of the tiny config, 4 steps, no BNS judgement."""
   from rnn_behaviour import comparison  # pylint: disable=g-import-not-at-top
   overrides = {section: conftest.make_tiny_config()[section].to_dict()
                for section in ('task', 'model', 'diffusion', 'train', 'eval')}
-  overrides['train']['num_steps'] = 2
-  overrides['eval']['bns_svi_steps'] = 0
+  overrides['eval']['bns_svi_steps'] = 0     # 4 steps: the tiny run's compiled program.
   spec = ml_collections.ConfigDict(dict(
       base='default', seeds=[0], objectives={'diffusion': ('diffusion', 'full')},
       overrides=overrides))
