@@ -190,7 +190,7 @@ def main(argv):
                                       heartbeat_timeout=FLAGS.heartbeat_timeout)
       logging.info('JAX devices: %s', jax.devices())
       modes.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, restart=FLAGS.restart)
-      parallel.barrier('finished')     # No process leaves while another still needs it.
+      parallel.leave_distributed()     # No process leaves while another still needs it.
   except USER_ERRORS as error:
     _fail(one_line(error))
   except Exception as error:  # pylint: disable=broad-except

@@ -166,6 +166,17 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def leave_distributed() -> None:
+  """The end of a finished multi-process job, in every process: waits until all get here, then
+  leaves JAX's distributed runtime explicitly, together (its shutdown barrier), while the
+  interpreter is whole. Left to the exit hooks, process 0 could stop the coordination service
+  while another process was still tearing down, and that one aborted (exit -6). No-op in one
+  process."""
+  if jax.process_count() > 1:
+    barrier('finished')
+    jax.distributed.shutdown()
+
+
 def single_process_options():
   """Orbax options for a checkpoint read by this process alone (e.g. evaluation on process 0
   of a multi-process job), so that Orbax waits for no other process."""
