@@ -61,6 +61,7 @@ def main(argv):
     }
   if jax.process_index() == 0:
     print(json.dumps(results), flush=True)
+  parallel.leave_distributed()        # As rnn_behaviour/main.py ends a multi-process job.
 
 
 if __name__ == '__main__':
