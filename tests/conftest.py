@@ -6,12 +6,14 @@ The environment is set here, before any test module imports JAX:
   makes new closures, so every training would otherwise compile its step again; with the cache
   the second compilation of the same program is a file read. Subprocesses (the command line,
   notebooks' kernels, the multi-device workers) inherit the variables and share the folder;
-- XLA:CPU's cheap code generation (optimisation level 0, no expensive LLVM passes), as Flax's
-  own tests reduce XLA's optimisation: tiny programs compile 2-3x faster (measured on a tiny
-  training: first compile 39 s against 93 s under load). It changes float rounding in the last
-  bits, so tests compare numbers recorded without it to float32 rounding, and
-  tests/test_authors_preset.py's slow twin checks them bit for bit in a process without these
-  flags. RNN_BEHAVIOUR_TEST_FAST_COMPILE=0 turns it off.
+- XLA:CPU's cheap code generation (optimisation level 0, no expensive LLVM passes, the classic
+  loop emitters instead of the MLIR fusion emitters), as Flax's own tests reduce XLA's
+  optimisation: tiny programs compile 2-3x faster (a tiny training's first compile 39 s
+  against 93 s under load, at level 0; the tiny train step 3.7 s -> 1.8 s with the classic
+  emitters too, which took the fast suite from 5 min 16 s to 4 min 05 s). It changes float
+  rounding in the last bits, so tests compare numbers recorded without it to float32 rounding,
+  and tests/test_authors_preset.py's slow twin checks them bit for bit in a process without
+  these flags. RNN_BEHAVIOUR_TEST_FAST_COMPILE=0 turns it off.
 A variable already set in the environment wins, e.g. JAX_COMPILATION_CACHE_DIR=~/.cache/x to
 keep the cache between sessions.
 
@@ -36,9 +38,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(REPO_ROOT, '..', 'shared', 'data')
 BAYS2009 = os.path.join(SHARED_DATA, 'bays2009', 'bays_data.mat')
 
-# XLA:CPU at optimisation level 0 without LLVM's expensive passes (see above).
+# XLA:CPU at optimisation level 0, without LLVM's expensive passes or the MLIR fusion emitters
+# (see above).
 FAST_COMPILE_FLAGS = ('--xla_backend_optimization_level=0',
-                      '--xla_llvm_disable_expensive_passes=true')
+                      '--xla_llvm_disable_expensive_passes=true',
+                      '--xla_cpu_use_fusion_emitters=false')
 
 
 def _configure_jax_environment() -> str:
