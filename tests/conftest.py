@@ -82,6 +82,26 @@ jax.config.update('jax_compilation_cache_dir', COMPILATION_CACHE)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
+# The fast suite's budget for one test (its call; session fixtures are built once): a fast test
+# over it belongs in the slow suite, with a fast twin. Reported at the end of the run, never
+# asserted (a shared machine's timings vary too much to fail on).
+FAST_TEST_BUDGET_S = 15.0
+_OVER_BUDGET = []
+
+
+def pytest_runtest_logreport(report):
+  if (report.when == 'call' and report.duration > FAST_TEST_BUDGET_S
+      and 'slow' not in report.keywords):
+    _OVER_BUDGET.append((report.duration, report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter):
+  if _OVER_BUDGET:
+    terminalreporter.section(f'fast tests over the {FAST_TEST_BUDGET_S:g} s budget')
+    for duration, nodeid in sorted(_OVER_BUDGET, reverse=True):
+      terminalreporter.write_line(f'{duration:6.1f} s  {nodeid}')
+    terminalreporter.write_line('Mark each slow and give it a fast twin (README, "Tests").')
+
 
 def make_tiny_config():
   """rnn_behaviour/configs/tiny.py's config (a fresh, mutable copy)."""
