@@ -336,9 +336,32 @@ def _sweep_stages(experiment) -> tuple[str, ...]:
   return (stages,) if isinstance(stages, str) else tuple(stages)
 
 
+def check_experiment(experiment, noise_sweep: bool = False) -> None:
+  """Raises a ValueError naming the entry of experiment.targets (or experiment.noise_sweep_stage)
+  whose chain or stage does not exist, before anything trains."""
+  def stages_of(chain):
+    return [s['name'] for s in experiment.chains[chain].stages]
+
+  for i, (cueing, target, stage) in enumerate(experiment.targets):
+    where = f'experiment.targets[{i}] = ({cueing!r}, {target!r}, {stage!r})'
+    if cueing not in experiment.chains:
+      raise ValueError(f'{where}: there is no chain {cueing!r} in experiment.chains '
+                       f'({", ".join(experiment.chains)})')
+    if stage not in stages_of(cueing):
+      raise ValueError(f'{where}: chain {cueing!r} has no stage {stage!r} (its stages: '
+                       f'{", ".join(stages_of(cueing))})')
+  if noise_sweep:
+    missing = [s for s in _sweep_stages(experiment) if s not in stages_of('probe')]
+    if missing:
+      raise ValueError(f'experiment.noise_sweep_stage: chain \'probe\' has no stage '
+                       f'{", ".join(map(repr, missing))} (its stages: '
+                       f'{", ".join(stages_of("probe"))})')
+
+
 def run(experiment, workdir: str, chains=None, noise_sweep: bool = False,
         train_only: bool = False) -> dict:
   """Trains and analyses (see the module docstring); returns {'main': table, 'noise': table}."""
+  check_experiment(experiment, noise_sweep)
   root = epath.Path(workdir)
   root.mkdir(parents=True, exist_ok=True)
   names = list(experiment.chains) if chains is None else list(chains)

@@ -72,6 +72,8 @@ import jax
 
 from rnn_behaviour import modes
 from rnn_behaviour import train
+from rnn_behaviour.analysis import run_analysis
+from rnn_behaviour.analysis import run_paper
 from rnn_behaviour.configs import bays2009_pipeline
 from rnn_behaviour.configs import tiny
 from tests import tiny as tiny_helpers
@@ -165,6 +167,29 @@ def trained_ensemble(tmp_path_factory) -> str:
   """The tiny config as an ensemble of 2 (seeds 0 and 1), trained 4 steps, not evaluated.
   Read-only: copy it with `copy_run` to change it."""
   return built_once(tmp_path_factory, 'trained_ensemble', _train_tiny_ensemble)
+
+
+def mechanisms_notebook_config(workdir: str):
+  """colab/mechanisms.ipynb's config with RUN_DIR set: the run's own, at tiny analysis sizes."""
+  config = run_analysis.load_run_config(workdir)
+  config.update_from_flattened_dict(tiny_helpers.overrides(('analysis',)))
+  config.analysis.update(dict(pair_rotations=1, report_values=6, reported_bins=6,
+                              swap_displays=16))
+  return config
+
+
+def _analyse_the_paper_way(trained: str, workdir: str):
+  shutil.copytree(trained, workdir)
+  run_paper.analyse(mechanisms_notebook_config(workdir), workdir)
+
+
+@pytest.fixture(scope='session')
+def paper_analysed_run(trained_run, tmp_path_factory) -> str:
+  """`trained_run` analysed with the paper's protocol (colab/mechanisms.ipynb's second
+  analysis: `run_paper.analyse` at `mechanisms_notebook_config`), its analysis_paper/ folder
+  complete, so a second `analyse` reads it back. Read-only: copy it with `copy_run`."""
+  return built_once(tmp_path_factory, 'paper_analysed_run',
+                    lambda workdir: _analyse_the_paper_way(trained_run, workdir))
 
 
 def bays_fit_config():

@@ -30,7 +30,6 @@ from rnn_behaviour import train
 from rnn_behaviour.analysis import run_analysis
 from rnn_behaviour.analysis import run_paper
 from tests import conftest
-from tests import tiny
 
 
 # --- One process of the multi-device code (tests/test_parallel.py runs 8 devices, 2 hosts) ---
@@ -115,21 +114,12 @@ def test_the_tpu_worker_command_resumes_a_trained_run(trained_run, tmp_path, mon
 
 # --- What the notebooks' cells call (tests/test_notebooks.py runs them in kernels) ------------
 
-def _mechanisms_notebook_config(workdir: str):
-  """colab/mechanisms.ipynb's config with RUN_DIR set: the run's own, at tiny analysis sizes."""
-  config = run_analysis.load_run_config(workdir)
-  config.update_from_flattened_dict(tiny.overrides(('analysis',)))
-  config.analysis.update(dict(pair_rotations=1, report_values=6, reported_bins=6,
-                              swap_displays=16))
-  return config
-
-
 def test_the_mechanisms_notebook_design_grid_on_a_trained_run(trained_run, tmp_path):
   """colab/mechanisms.ipynb with RUN_DIR set, its first analysis: the design grid, the details
   and the figures the notebook shows. (quickstart.ipynb's cells are test_train's end-to-end
   run, the fixture, and test_analyse_mode's design-grid analysis.)"""
   workdir = conftest.copy_run(trained_run, tmp_path / 'run')
-  config = _mechanisms_notebook_config(workdir)
+  config = conftest.mechanisms_notebook_config(workdir)
   numbers = run_analysis.analyse(config, workdir)
   details = run_analysis.mechanism_details(numbers, task_lib.epochs_from_config(config))
   assert 0.0 <= details['alignment_delay_end'] <= 1.0
@@ -139,10 +129,11 @@ def test_the_mechanisms_notebook_design_grid_on_a_trained_run(trained_run, tmp_p
     assert os.path.getsize(os.path.join(workdir, 'analysis', f'{name}.png')) > 1000
 
 
-def test_the_mechanisms_notebook_paper_protocol_on_a_trained_run(trained_run, tmp_path):
-  """colab/mechanisms.ipynb's second analysis: the paper's protocol on the run."""
-  workdir = conftest.copy_run(trained_run, tmp_path / 'run')
-  config = _mechanisms_notebook_config(workdir)
+def test_the_mechanisms_notebook_paper_protocol_on_a_trained_run(paper_analysed_run, tmp_path):
+  """colab/mechanisms.ipynb's second analysis: the paper's protocol on the run (the fixture
+  runs it; here it is read back)."""
+  workdir = conftest.copy_run(paper_analysed_run, tmp_path / 'run')
+  config = conftest.mechanisms_notebook_config(workdir)
   (paper,) = run_paper.analyse(config, workdir)       # One network: one summary.
   for key in run_paper.SUMMARY_KEYS + ('swap_decided_from',):
     assert key in paper, key

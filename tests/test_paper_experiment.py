@@ -9,6 +9,7 @@ import pytest
 
 from rnn_behaviour import paper_experiment
 from rnn_behaviour.configs import paper_targets
+from tests import conftest
 
 TINY = dict(
     task=dict(num_tuning=8, cue_grid=0, epochs=dict(stimulus=2, delay=3, cue=2, post_cue=1)),
@@ -73,3 +74,58 @@ def test_paper_mechanisms_experiment(tmp_path):
   paper_experiment.run(tiny_experiment(), workdir)
   assert stamp == os.path.getmtime(os.path.join(workdir, 'probe', 'smooth', 'analysis_paper',
                                                 'member_0', 'summary.json'))
+
+
+def test_one_network_through_the_experiment(paper_analysed_run, tmp_path):
+  """The fast twin of the test above, on the session's tiny run analysed the paper's way: a
+  chain of one stage whose config is the tiny config, so the run copied in is that stage
+  finished and analysed (read back: the experiment neither retrains nor reanalyses it), then
+  tabulated and plotted; the noise sweep's curriculum checked as a config (the slow test trains
+  and analyses it)."""
+  experiment = tiny_experiment()
+  experiment.chains = ml_collections.ConfigDict()
+  experiment.chains.probe = ml_collections.ConfigDict(dict(
+      base=conftest.make_tiny_config(), overrides={},
+      stages=(dict(name='smooth', start_from='', overrides={}),)))
+  experiment.overrides = ml_collections.ConfigDict()
+  experiment.targets = (('probe', 'smooth', 'smooth'),)
+  workdir = str(tmp_path / 'experiment')
+  conftest.copy_run(paper_analysed_run, os.path.join(workdir, 'probe', 'smooth'))
+  tables = paper_experiment.run(experiment, workdir)
+  with open(os.path.join(workdir, 'paper_mechanisms.csv')) as f:
+    reader = csv.DictReader(f)
+    rows = list(reader)
+  assert tuple(reader.fieldnames) == paper_experiment.COLUMNS
+  assert [(r['cueing'], r['target'], r['seed']) for r in rows] == [('probe', 'smooth', '0')]
+  row = rows[0]
+  assert 0.0 <= float(row['swap_rate']) <= 1.0 and 0.0 < float(row['target_swap_rate']) < 1.0
+  assert row['learned'] == 'False' and float(row['trial_noise']) > 0
+  assert '| probe | smooth |' in tables['main'] and '| 0 of 1 |' in tables['main']
+  assert 'not interpreted (no network learned)' in tables['main'] and 'noise' not in tables
+  for name in ('paper_alignment.png', 'paper_precue_vs_distance.png', 'paper_mechanisms.md'):
+    assert os.path.getsize(os.path.join(workdir, name)) > 100, name
+  summary = os.path.join(workdir, 'probe', 'smooth', 'analysis_paper', 'summary.json')
+  stamp = os.path.getmtime(summary)
+  assert paper_experiment.run(experiment, workdir)['main'] == tables['main']
+  assert os.path.getmtime(summary) == stamp
+  # The sweep's chain: the noise level and the sweep's ensemble size in its overrides.
+  sweep = paper_experiment.chain_curriculum(tiny_experiment(), 'probe', 0.25)
+  assert sweep.overrides['model']['trial_noise'] == 0.25
+  assert sweep.overrides['train']['ensemble_size'] == 1
+  assert sweep.overrides['analysis']['num_bootstrap'] == 20
+
+
+@pytest.mark.parametrize('targets, sweep_stage, message', [
+    ((('probe', 'smooth', 'flat'),), 'smooth',
+     r"targets\[0\] = \('probe', 'smooth', 'flat'\): chain 'probe' has no stage 'flat'"),
+    ((('colour', 'smooth', 'smooth'),), 'smooth', r"no chain 'colour' in experiment.chains"),
+    ((), 'flat', r"noise_sweep_stage: chain 'probe' has no stage 'flat'"),
+])
+def test_a_target_or_sweep_stage_that_does_not_exist_fails_before_training(
+    tmp_path, targets, sweep_stage, message):
+  experiment = tiny_experiment()
+  experiment.targets = targets
+  experiment.noise_sweep_stage = sweep_stage
+  with pytest.raises(ValueError, match=message):
+    paper_experiment.run(experiment, str(tmp_path / 'experiment'), noise_sweep=True)
+  assert not os.path.exists(tmp_path / 'experiment')
