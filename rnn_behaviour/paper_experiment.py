@@ -351,6 +351,9 @@ def check_experiment(experiment, noise_sweep: bool = False) -> None:
       raise ValueError(f'{where}: chain {cueing!r} has no stage {stage!r} (its stages: '
                        f'{", ".join(stages_of(cueing))})')
   if noise_sweep:
+    if 'probe' not in experiment.chains:
+      raise ValueError('noise_sweep: the sweep retrains the chain \'probe\', which '
+                       f'experiment.chains lacks ({", ".join(experiment.chains)})')
     missing = [s for s in _sweep_stages(experiment) if s not in stages_of('probe')]
     if missing:
       raise ValueError(f'experiment.noise_sweep_stage: chain \'probe\' has no stage '

@@ -178,18 +178,15 @@ def mechanisms_notebook_config(workdir: str):
   return config
 
 
-def _analyse_the_paper_way(trained: str, workdir: str):
-  shutil.copytree(trained, workdir)
-  run_paper.analyse(mechanisms_notebook_config(workdir), workdir)
-
-
 @pytest.fixture(scope='session')
 def paper_analysed_run(trained_run, tmp_path_factory) -> str:
   """`trained_run` analysed with the paper's protocol (colab/mechanisms.ipynb's second
   analysis: `run_paper.analyse` at `mechanisms_notebook_config`), its analysis_paper/ folder
   complete, so a second `analyse` reads it back. Read-only: copy it with `copy_run`."""
-  return built_once(tmp_path_factory, 'paper_analysed_run',
-                    lambda workdir: _analyse_the_paper_way(trained_run, workdir))
+  def build(workdir):
+    shutil.copytree(trained_run, workdir)
+    run_paper.analyse(mechanisms_notebook_config(workdir), workdir)
+  return built_once(tmp_path_factory, 'paper_analysed_run', build)
 
 
 def bays_fit_config():

@@ -120,12 +120,16 @@ def test_one_network_through_the_experiment(paper_analysed_run, tmp_path):
      r"targets\[0\] = \('probe', 'smooth', 'flat'\): chain 'probe' has no stage 'flat'"),
     ((('colour', 'smooth', 'smooth'),), 'smooth', r"no chain 'colour' in experiment.chains"),
     ((), 'flat', r"noise_sweep_stage: chain 'probe' has no stage 'flat'"),
+    ((('index', 'no_swaps', 'no_swaps'),), None, r"retrains the chain 'probe'"),
 ])
 def test_a_target_or_sweep_stage_that_does_not_exist_fails_before_training(
     tmp_path, targets, sweep_stage, message):
   experiment = tiny_experiment()
   experiment.targets = targets
-  experiment.noise_sweep_stage = sweep_stage
+  if sweep_stage is None:
+    del experiment.chains['probe']
+  else:
+    experiment.noise_sweep_stage = sweep_stage
   with pytest.raises(ValueError, match=message):
     paper_experiment.run(experiment, str(tmp_path / 'experiment'), noise_sweep=True)
   assert not os.path.exists(tmp_path / 'experiment')
